@@ -1,0 +1,40 @@
+"""Text -> token ids, shared by training and serving so both see identical input.
+
+Markup cleaning (``<br />``), Unicode normalisation and lower-casing live inside
+``tokenizer.json`` as its normalizer, so any consumer of that file cleans text the same way.
+What the tokenizer file cannot express (the head+tail truncation) lives here, with no
+dependency on PyTorch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from tokenizers import Tokenizer
+
+
+def truncate_head_tail(ids: Sequence[int], max_tokens: int, head_tokens: int) -> list[int]:
+    """Keep the first ``head_tokens`` and the last ``max_tokens - head_tokens`` ids.
+
+    Reviews tend to state their verdict at the end, so the tail is kept as well as the head.
+    """
+    if len(ids) <= max_tokens:
+        return list(ids)
+    tail = max_tokens - head_tokens
+    return list(ids[:head_tokens]) + (list(ids[-tail:]) if tail > 0 else [])
+
+
+def encode_texts(
+    tokenizer: Tokenizer,
+    texts: Sequence[str],
+    max_tokens: int,
+    head_tokens: int,
+    unk_id: int,
+) -> list[list[int]]:
+    """Tokenize ``texts`` into id lists of length 1..max_tokens.
+
+    A text whose cleaning leaves no token (only markup or invisible characters) becomes a
+    single unknown token, so every text maps to a valid model input.
+    """
+    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    return [truncate_head_tail(enc.ids, max_tokens, head_tokens) or [unk_id] for enc in encodings]

@@ -1,0 +1,208 @@
+"""The model repository: the only thing that passes from export to serving.
+
+Layout (Triton's, so a Triton server with the onnxruntime backend can load the ONNX part)::
+
+    <repository>/<name>/config.pbtxt
+    <repository>/<name>/<version>/model.onnx          fp32
+    <repository>/<name>/<version>/model.int8.onnx     dynamically quantized
+    <repository>/<name>/<version>/tokenizer.json      cleaning + subword tokenizer
+    <repository>/<name>/<version>/metadata.json       see docs/model-repository.md
+
+:func:`load_version` verifies a version (every file's sha256, the declared inputs and
+outputs against the ONNX graph) and refuses a damaged one with :class:`RepositoryError`
+naming the file and the problem. Nothing here unpickles anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+METADATA_FILE = "metadata.json"
+CONFIG_FILE = "config.pbtxt"
+PRECISION_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+TOKENIZER_FILE = "tokenizer.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# ONNX Runtime's type strings for the datatypes metadata.json declares (KServe v2 names).
+ORT_TYPES = {"INT64": "tensor(int64)", "INT32": "tensor(int32)", "FP32": "tensor(float)"}
+REQUIRED_METADATA = ("name", "version", "labels", "max_tokens", "head_tokens", "unk_id", "pad_id",
+                     "inputs", "outputs", "files")
+
+
+class RepositoryError(ValueError):
+    """A model repository, model or version is missing, malformed or damaged."""
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A verified model version and what serving needs to know about it."""
+
+    name: str
+    version: int
+    path: Path
+    metadata: dict[str, Any]
+
+    @property
+    def labels(self) -> tuple[str, str]:
+        """(label for P(positive) < threshold, label for >= threshold)."""
+        negative, positive = self.metadata["labels"]
+        return negative, positive
+
+    @property
+    def threshold(self) -> float:
+        return float(self.metadata.get("threshold", 0.5))
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.metadata["max_tokens"])
+
+    @property
+    def head_tokens(self) -> int:
+        return int(self.metadata["head_tokens"])
+
+    @property
+    def unk_id(self) -> int:
+        return int(self.metadata["unk_id"])
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.metadata["pad_id"])
+
+    def model_path(self, precision: str = "fp32") -> Path:
+        if precision not in PRECISION_FILES or PRECISION_FILES[precision] not in self.metadata["files"]:
+            available = [p for p, f in PRECISION_FILES.items() if f in self.metadata["files"]]
+            raise RepositoryError(f"{self.name} version {self.version} has no {precision!r} model; "
+                                  f"available precisions: {available}")
+        return self.path / PRECISION_FILES[precision]
+
+    def load_tokenizer(self) -> Tokenizer:
+        path = self.path / TOKENIZER_FILE
+        try:
+            return Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception on bad JSON
+            raise RepositoryError(f"{path}: not a valid tokenizer file ({exc})") from exc
+
+
+def check_name(name: str) -> str:
+    """Refuse model names that could escape the repository root ('..', '/', ...)."""
+    if not _NAME.match(name) or name in (".", ".."):
+        raise RepositoryError(f"invalid model name {name!r}: use letters, digits, '_', '.', '-' "
+                              "(starting with a letter or digit)")
+    return name
+
+
+def list_versions(repository: str | Path, name: str) -> list[int]:
+    """Version numbers present for ``name`` (folders named by a positive integer), ascending."""
+    model_dir = Path(repository) / check_name(name)
+    if not model_dir.is_dir():
+        raise RepositoryError(f"no model {name!r} in repository {repository} (looked for {model_dir})")
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0)
+
+
+def resolve_version(repository: str | Path, name: str, version: int | None) -> int:
+    """``version`` itself if present; ``None`` means the highest version."""
+    versions = list_versions(repository, name)
+    if version is None:
+        if not versions:
+            raise RepositoryError(f"model {name!r} in {repository} has no version folder (1/, 2/, ...)")
+        return versions[-1]
+    if version not in versions:
+        raise RepositoryError(f"model {name!r} has no version {version}; present: {versions}")
+    return version
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_metadata(version_dir: Path) -> dict[str, Any]:
+    path = version_dir / METADATA_FILE
+    if not path.is_file():
+        raise RepositoryError(f"{path} is missing: every version needs its metadata.json")
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RepositoryError(f"{path} is not valid JSON ({exc})") from exc
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise RepositoryError(f"{path} lacks required fields {missing}")
+    return metadata
+
+
+def verify_files(version_dir: Path, metadata: dict[str, Any]) -> None:
+    """Every file listed in metadata exists, has the recorded size and sha256."""
+    for filename, record in metadata["files"].items():
+        path = version_dir / filename
+        if Path(filename).name != filename:
+            raise RepositoryError(f"{version_dir / METADATA_FILE} lists {filename!r}: only plain file names allowed")
+        if not path.is_file():
+            raise RepositoryError(f"{path} is missing (listed in metadata.json)")
+        size = path.stat().st_size
+        if size != record["bytes"]:
+            raise RepositoryError(f"{path} has {size} bytes, metadata.json says {record['bytes']}: "
+                                  "truncated or replaced; re-export this version")
+        actual = sha256_of(path)
+        if actual != record["sha256"]:
+            raise RepositoryError(f"{path} sha256 {actual} does not match metadata.json "
+                                  f"({record['sha256']}): the file is corrupted or was changed")
+    for required in (PRECISION_FILES["fp32"], TOKENIZER_FILE):
+        if required not in metadata["files"]:
+            raise RepositoryError(f"{version_dir / METADATA_FILE} does not list {required}")
+
+
+def load_version(repository: str | Path, name: str, version: int | None = None) -> ModelVersion:
+    """Resolve, read and verify a version's files (checksums and sizes).
+
+    The graph's inputs and outputs are checked against metadata when a session is opened
+    (:func:`open_session`), since that is when the graph is parsed anyway.
+    """
+    root = Path(repository).resolve()
+    number = resolve_version(root, name, version)
+    version_dir = root / name / str(number)
+    metadata = read_metadata(version_dir)
+    if metadata["name"] != name or int(metadata["version"]) != number:
+        raise RepositoryError(f"{version_dir / METADATA_FILE} describes {metadata['name']!r} version "
+                              f"{metadata['version']}, but sits at {name}/{number}")
+    verify_files(version_dir, metadata)
+    loaded = ModelVersion(name, number, version_dir, metadata)
+    loaded.load_tokenizer()  # fail now, not at the first request
+    return loaded
+
+
+def check_signature(session: ort.InferenceSession, model: ModelVersion, path: Path) -> None:
+    """The graph's input/output names, types and ranks match what metadata.json declares."""
+    for kind, declared, actual in (("input", model.metadata["inputs"], session.get_inputs()),
+                                   ("output", model.metadata["outputs"], session.get_outputs())):
+        graph = {arg.name: arg for arg in actual}
+        if sorted(graph) != sorted(d["name"] for d in declared):
+            raise RepositoryError(f"{path}: graph {kind}s {sorted(graph)} differ from metadata.json's "
+                                  f"{sorted(d['name'] for d in declared)}")
+        for spec in declared:
+            arg = graph[spec["name"]]
+            if arg.type != ORT_TYPES.get(spec["datatype"]) or len(arg.shape) != len(spec["shape"]):
+                raise RepositoryError(f"{path}: {kind} {arg.name!r} is {arg.type} rank {len(arg.shape)}, "
+                                      f"metadata.json declares {spec['datatype']} shape {spec['shape']}")
+
+
+def open_session(model: ModelVersion, precision: str, options: ort.SessionOptions | None = None,
+                 providers: list[Any] | None = None) -> ort.InferenceSession:
+    """An ONNX Runtime session for ``precision``, its signature checked against metadata."""
+    path = model.model_path(precision)
+    try:
+        session = ort.InferenceSession(str(path), sess_options=options,
+                                       providers=providers or ["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for bad graphs
+        raise RepositoryError(f"{path}: ONNX Runtime cannot load it ({exc})") from exc
+    check_signature(session, model, path)
+    return session

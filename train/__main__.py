@@ -1,0 +1,100 @@
+"""Command line: ``python -m train`` (train), ``python -m train evaluate``, ``python -m train download``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_DATA = os.environ.get("IMDB_DATA", "data/aclImdb_v1.tar.gz")
+
+
+def _device(name: str):
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda, but PyTorch sees no CUDA device; use --device cpu")
+    return torch.device(name)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train", description=(
+        "Train the IMDB sentiment LSTM. Other commands: `python -m train evaluate -h`, "
+        "`python -m train download -h`."))
+    parser.add_argument("--data", default=DEFAULT_DATA, help="aclImdb folder or .tar.gz (env IMDB_DATA)")
+    parser.add_argument("--out", required=True, type=Path, help="run folder for checkpoints, metrics, plots")
+    parser.add_argument("--preset", default="full", choices=["full", "smoke"], help="hyperparameter preset")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to train")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    parser.add_argument("--seed", type=int, help="random seed (default: the preset's)")
+    parser.add_argument("--epochs", type=int, dest="max_epochs", help="maximum epochs")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: usable CPUs)")
+    parser.add_argument("--time-budget-minutes", type=float, help="stop before an epoch would overrun this")
+    parser.add_argument("--train-limit", type=int, help="use a stratified subset of N training reviews")
+    return parser
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m train evaluate", description="Score a checkpoint on a split.")
+    parser.add_argument("--checkpoint", required=True, type=Path, help="best.pt or last.pt")
+    parser.add_argument("--data", default=DEFAULT_DATA, help="aclImdb folder or .tar.gz (env IMDB_DATA)")
+    parser.add_argument("--split", default="test", choices=["train", "test"])
+    parser.add_argument("--limit", type=int, default=0, help="stratified subset of N reviews (0: all)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    return parser
+
+
+def download_parser() -> argparse.ArgumentParser:
+    from train.download import OFFICIAL_SHA256, OFFICIAL_URL
+
+    parser = argparse.ArgumentParser(prog="python -m train download",
+                                     description="Fetch the official aclImdb archive, verified by sha256.")
+    parser.add_argument("--out", type=Path, default=Path("data/aclImdb_v1.tar.gz"), help="where to save it")
+    parser.add_argument("--url", default=OFFICIAL_URL, help="archive URL (a mirror)")
+    parser.add_argument("--sha256", default=OFFICIAL_SHA256, help="expected sha256 of the archive")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv and argv[0] in ("evaluate", "download") else "train"
+    if command == "download":
+        from train.download import DownloadError, download
+
+        args = download_parser().parse_args(argv[1:])
+        try:
+            path = download(args.url, args.out, args.sha256)
+        except DownloadError as exc:
+            sys.exit(f"error: {exc}")
+        print(f"saved {path}")
+        return 0
+
+    from train.data import DatasetError
+    from train.pipeline import run_evaluation, run_training
+
+    try:
+        if command == "evaluate":
+            args = evaluate_parser().parse_args(argv[1:])
+            metrics = run_evaluation(args.checkpoint, Path(args.data), args.split, args.limit, _device(args.device))
+            print(json.dumps(metrics, indent=2))
+            return 0
+        from train.config import preset
+
+        args = train_parser().parse_args(argv)
+        config = preset(args.preset, seed=args.seed, max_epochs=args.max_epochs, threads=args.threads,
+                        time_budget_minutes=args.time_budget_minutes, train_limit=args.train_limit)
+        print(f"configuration: {config}")
+        metrics = run_training(Path(args.data), args.out, config, _device(args.device), args.resume)
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        sys.exit(f"error: {exc}")
+    summary = {k: metrics[k] for k in ("validation", "test") if k in metrics}
+    print(json.dumps({split: {m: v for m, v in s.items() if m != "confusion_matrix"} for split, s in summary.items()},
+                     indent=2))
+    print(f"training wall time {metrics['train_wall_time_s'] / 60:.1f} min; outputs in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

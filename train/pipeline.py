@@ -1,0 +1,118 @@
+"""A whole training run: data -> tokenizer -> model -> final evaluation -> metrics and plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from train import plots
+from train.checkpoint import load_checkpoint, restore_model
+from train.config import TrainConfig
+from train.data import Review, read_reviews, stratified_split, stratified_subset
+from train.loop import Encoded, Trainer, bce, encode_split, predict
+from train.metrics import summarize
+from train.model import ModelConfig, SentimentLSTM
+from train.tokenizer import PAD_TOKEN, train_tokenizer
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity), not the host's core count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def split_data(reviews: dict[str, list[Review]], config: TrainConfig) -> tuple[list[Review], list[Review], list[Review]]:
+    """(train, validation, test); validation is carved from train, stratified and seeded."""
+    train, val = stratified_split(reviews["train"], config.val_fraction, config.seed)
+    if config.train_limit:
+        train = stratified_subset(train, config.train_limit, config.seed)
+    if config.val_limit:
+        val = stratified_subset(val, config.val_limit, config.seed)
+    test = reviews.get("test", [])
+    if config.test_limit and test:
+        test = stratified_subset(test, config.test_limit, config.seed)
+    return train, val, test
+
+
+def hardware(device: torch.device) -> dict[str, Any]:
+    info = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus_usable": usable_cpus(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def evaluate_split(model: torch.nn.Module, data: Encoded, config: TrainConfig, device: torch.device,
+                   name: str) -> tuple[dict[str, Any], np.ndarray]:
+    probabilities = predict(model, data, config.eval_batch_size, device, desc=f"evaluating {name}")
+    metrics = summarize(data.labels, probabilities)
+    metrics["loss"] = bce(probabilities, data.labels)
+    return metrics, probabilities
+
+
+def run_training(data_path: Path, out: Path, config: TrainConfig, device: torch.device, resume: bool) -> dict[str, Any]:
+    """Train into ``out`` (best.pt, last.pt, metrics.json, plots) and return the metrics."""
+    torch.set_num_threads(config.threads or usable_cpus())
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    train_reviews, val_reviews, test_reviews = split_data(read_reviews(data_path), config)
+    tokenizer_path = out / "tokenizer.json"
+    if resume and tokenizer_path.exists():
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    else:
+        tokenizer = train_tokenizer((r.text for r in train_reviews), config.vocab_size)
+        tokenizer.save(str(tokenizer_path))
+    train_data = encode_split(tokenizer, train_reviews, config)
+    val_data = encode_split(tokenizer, val_reviews, config)
+    print(f"train {len(train_reviews)} | validation {len(val_reviews)} | test {len(test_reviews)} reviews; "
+          f"vocabulary {tokenizer.get_vocab_size()}; mean tokens {train_data.lengths.mean():.0f}")
+
+    torch.manual_seed(config.seed)
+    model = SentimentLSTM(ModelConfig(
+        vocab_size=tokenizer.get_vocab_size(), embedding_dim=config.embedding_dim,
+        hidden_size=config.hidden_size, num_layers=config.num_layers, dropout=config.dropout,
+        pad_id=tokenizer.token_to_id(PAD_TOKEN)))
+    trainer = Trainer(model, tokenizer, config, train_data, val_data, out, device)
+    if resume and (out / "last.pt").exists():
+        trainer.resume()
+        print(f"resumed after epoch {len(trainer.history)}")
+    trainer.fit()
+
+    best, _ = restore_model(load_checkpoint(out / "best.pt"))
+    best.to(device)
+    val_metrics, _ = evaluate_split(best, val_data, config, device, "validation")
+    metrics: dict[str, Any] = {"config": asdict(config), "history": trainer.history,
+                               "best_epoch": max(trainer.history, key=lambda h: h["val_accuracy"])["epoch"],
+                               "validation": val_metrics, "train_wall_time_s": trainer.elapsed,
+                               "hardware": hardware(device)}
+    if test_reviews:
+        test_data = encode_split(tokenizer, test_reviews, config)
+        metrics["test"], test_probs = evaluate_split(best, test_data, config, device, "test")
+        plots.plot_confusion(test_data.labels, test_probs, out / "confusion_test.png", "Test split")
+        plots.plot_roc(test_data.labels, test_probs, metrics["test"]["roc_auc"], out / "roc_test.png", "Test split ROC")
+    metrics["total_wall_time_s"] = time.perf_counter() - started
+    plots.plot_curves(trainer.history, out / "curves.png")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def run_evaluation(checkpoint: Path, data_path: Path, split: str, limit: int, device: torch.device) -> dict[str, Any]:
+    """Score one split (or a stratified subset of it) with a checkpoint."""
+    payload = load_checkpoint(checkpoint)
+    model, tokenizer = restore_model(payload)
+    config = TrainConfig(**payload["train_config"])
+    reviews = read_reviews(data_path, (split,))[split]
+    if limit:
+        reviews = stratified_subset(reviews, limit, config.seed)
+    model.to(device)
+    metrics, _ = evaluate_split(model, encode_split(tokenizer, reviews, config), config, device, split)
+    return metrics
