@@ -20,7 +20,7 @@ $(SERVE_VENV)/.installed: pyproject.toml
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[train,serve,client,dev]'
+	$(VENV)/bin/pip install -q -e '.[train,serve,client,ray,dev]'
 	touch $@
 
 serve: $(SERVE_VENV)/.installed
