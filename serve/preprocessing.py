@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from tokenizers import Tokenizer
 
 
@@ -38,3 +39,12 @@ def encode_texts(
     """
     encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
     return [truncate_head_tail(enc.ids, max_tokens, head_tokens) or [unk_id] for enc in encodings]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad id lists into the model's inputs: ``input_ids`` int64 [B, T], ``lengths`` int64 [B]."""
+    lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
+    input_ids = np.full((len(sequences), int(lengths.max(initial=1))), pad_id, dtype=np.int64)
+    for row, seq in enumerate(sequences):
+        input_ids[row, : len(seq)] = seq
+    return input_ids, lengths
