@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from serve.preprocessing import pad_batch as pad_numpy
+
 
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50) -> list[np.ndarray]:
     """Shuffle, sort within pools of ``pool`` batches by length, cut, shuffle the batches.
@@ -30,9 +32,6 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def pad_batch(sequences: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad id lists into ``(input_ids [B, T], lengths [B])`` int64 tensors."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int64)
-    ids = torch.full((len(sequences), int(lengths.max())), pad_id, dtype=torch.int64)
-    for row, seq in enumerate(sequences):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.int64)
-    return ids, lengths
+    """Right-pad id lists into ``(input_ids [B, T], lengths [B])`` int64 tensors, as serving does."""
+    input_ids, lengths = pad_numpy(sequences, pad_id)
+    return torch.from_numpy(input_ids), torch.from_numpy(lengths)
