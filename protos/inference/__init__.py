@@ -1,0 +1,1 @@
+"""KServe v2 / Open Inference Protocol, package `inference` (generated code)."""

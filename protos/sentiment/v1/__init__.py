@@ -1,0 +1,1 @@
+"""sentiment.v1 protocol (generated code)."""
