@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -109,8 +110,9 @@ def export_version(options: ExportOptions) -> Path:
     version = options.version or next_version(options.repository, options.name)
     staging = staging_dir(options.repository, options.name, version)
     try:
-        export_onnx(model, staging / PRECISION_FILES["fp32"])
-        int8_ops = quantize_int8(staging / PRECISION_FILES["fp32"], staging / PRECISION_FILES["int8"])
+        fp32_path = staging / PRECISION_FILES["fp32"]
+        export_onnx(model, fp32_path)
+        int8_ops = quantize_int8(fp32_path, staging / PRECISION_FILES["int8"])
         tokenizer.save(str(staging / TOKENIZER_FILE))
         pad_id = model.config.pad_id
         metadata: dict[str, Any] = {
@@ -129,7 +131,7 @@ def export_version(options: ExportOptions) -> Path:
             "model": {"architecture": "embedding -> LSTM (unidirectional) -> masked max+mean pooling "
                                       "+ mean embedding -> linear -> sigmoid",
                       "config": payload["model_config"], "opset": OPSET,
-                      "fp32_ops": sorted({n.op_type for n in onnx.load(str(staging / PRECISION_FILES['fp32'])).graph.node}),
+                      "fp32_ops": sorted({n.op_type for n in onnx.load(str(fp32_path)).graph.node}),
                       "int8_ops": int8_ops},
             "training": training_summary(options.checkpoint, payload),
             "evaluation": (evaluate(staging, model, tokenizer, payload, options, pad_id) if options.data
@@ -138,8 +140,6 @@ def export_version(options: ExportOptions) -> Path:
         }
         final = publish(staging, options.repository, options.name, version, metadata, options.max_batch_size)
     except BaseException:
-        import shutil
-
         shutil.rmtree(staging, ignore_errors=True)
         raise
     load_version(options.repository, options.name, version)  # the serving loader must accept it

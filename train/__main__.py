@@ -32,6 +32,7 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, dest="max_epochs", help="maximum epochs")
     parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: usable CPUs)")
     parser.add_argument("--time-budget-minutes", type=float, help="stop before an epoch would overrun this")
+    parser.add_argument("--tokenizer", type=Path, help="reuse this tokenizer.json instead of training one")
     parser.add_argument("--train-limit", type=int, help="use a stratified subset of N training reviews")
     return parser
 
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         config = preset(args.preset, seed=args.seed, max_epochs=args.max_epochs, threads=args.threads,
                         time_budget_minutes=args.time_budget_minutes, train_limit=args.train_limit)
         print(f"configuration: {config}")
-        metrics = run_training(Path(args.data), args.out, config, _device(args.device), args.resume)
+        metrics = run_training(Path(args.data), args.out, config, _device(args.device), args.resume,
+                               args.tokenizer)
     except (DatasetError, FileNotFoundError, ValueError) as exc:
         sys.exit(f"error: {exc}")
     summary = {k: metrics[k] for k in ("validation", "test") if k in metrics}

@@ -51,7 +51,7 @@ def _decode(raw: bytes, where: str) -> str:
 
 def _iter_archive(path: Path, splits: set[str]) -> Iterator[Review]:
     try:
-        with tarfile.open(path, mode="r|*") as archive:  # stream mode: one pass, no seeking
+        with tarfile.open(path, mode="r:*") as archive:  # members read in order, one pass
             for member in archive:
                 parsed = _parse_member(member.name) if member.isfile() else None
                 if parsed is None or parsed[0] not in splits:

@@ -29,7 +29,8 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def split_data(reviews: dict[str, list[Review]], config: TrainConfig) -> tuple[list[Review], list[Review], list[Review]]:
+def split_data(reviews: dict[str, list[Review]],
+               config: TrainConfig) -> tuple[list[Review], list[Review], list[Review]]:
     """(train, validation, test); validation is carved from train, stratified and seeded."""
     train, val = stratified_split(reviews["train"], config.val_fraction, config.seed)
     if config.train_limit:
@@ -59,8 +60,14 @@ def evaluate_split(model: torch.nn.Module, data: Encoded, config: TrainConfig, d
     return metrics, probabilities
 
 
-def run_training(data_path: Path, out: Path, config: TrainConfig, device: torch.device, resume: bool) -> dict[str, Any]:
-    """Train into ``out`` (best.pt, last.pt, metrics.json, plots) and return the metrics."""
+def run_training(data_path: Path, out: Path, config: TrainConfig, device: torch.device, resume: bool,
+                 tokenizer_file: Path | None = None) -> dict[str, Any]:
+    """Train into ``out`` (best.pt, last.pt, metrics.json, plots) and return the metrics.
+
+    ``tokenizer_file`` reuses an existing tokenizer instead of training one: the tokenizers
+    trainer breaks ties between equally frequent merges in hash order, so two trainings on
+    the same text can differ in a few rare tokens; reuse one file for bit-exact reruns.
+    """
     torch.set_num_threads(config.threads or usable_cpus())
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -68,6 +75,9 @@ def run_training(data_path: Path, out: Path, config: TrainConfig, device: torch.
     tokenizer_path = out / "tokenizer.json"
     if resume and tokenizer_path.exists():
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    elif tokenizer_file is not None:
+        tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        tokenizer.save(str(tokenizer_path))
     else:
         tokenizer = train_tokenizer((r.text for r in train_reviews), config.vocab_size)
         tokenizer.save(str(tokenizer_path))

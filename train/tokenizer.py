@@ -8,6 +8,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
+MAX_WORD_CHARS = 50  # longer "words" (URLs, runs of punctuation) become [UNK]
 
 
 def build_normalizer() -> normalizers.Normalizer:
@@ -22,7 +23,7 @@ def build_normalizer() -> normalizers.Normalizer:
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     """Train a WordPiece tokenizer on ``texts`` (the train split only). [PAD] gets id 0."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN, max_input_chars_per_word=50))
+    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN, max_input_chars_per_word=MAX_WORD_CHARS))
     tokenizer.normalizer = build_normalizer()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer.decoder = decoders.WordPiece()
@@ -33,4 +34,18 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer=trainer)
+    return canonical_ids(tokenizer)
+
+
+def canonical_ids(tokenizer: Tokenizer) -> Tokenizer:
+    """Renumber the vocabulary deterministically: specials first, then tokens sorted.
+
+    The trainer picks the same tokens run after run, but numbers them in hash-map order,
+    which differs between runs; WordPiece segmentation depends only on the token set.
+    """
+    vocab = tokenizer.get_vocab()
+    specials = [PAD_TOKEN, UNK_TOKEN]
+    ordered = specials + sorted(token for token in vocab if token not in specials)
+    tokenizer.model = models.WordPiece({token: i for i, token in enumerate(ordered)}, unk_token=UNK_TOKEN,
+                                       max_input_chars_per_word=MAX_WORD_CHARS)
     return tokenizer
