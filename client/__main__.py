@@ -1,0 +1,172 @@
+"""``python -m client``: predict, health, and batch scoring of files.
+
+    python -m client predict "A wonderful film" [--server 127.0.0.1:8001]
+    python -m client health [--server 127.0.0.1:8001]
+    python -m client score reviews.csv --output scored.csv --local models/imdb-lstm
+    python -m client score reviews.parquet --output scored.parquet --server 127.0.0.1:8001 --resume
+    python -m client score reviews.parquet --output scored/ --ray --local models/imdb-lstm
+
+Exit status: 0 done, 1 error, 2 usage, 3 bad rows with --fail-on-bad-rows, 130 interrupted
+(the output is resumable with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+DEFAULT_SERVER = "127.0.0.1:8001"
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", default=DEFAULT_SERVER, help="gRPC server host:port (default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser("predict", help="score one or more reviews given on the command line")
+    predict.add_argument("texts", nargs="+", help="review text(s); each is scored separately")
+    predict.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+
+    commands.add_parser("health", help="print the server's health status (exit 0 only when SERVING)")
+
+    score = commands.add_parser("score", help="score a file of reviews into a scored copy of it")
+    score.add_argument("input", type=Path, help="CSV/TSV, JSON Lines, Parquet, text (one review per line), "
+                                                "or an aclImdb folder / .tar.gz")
+    score.add_argument("--output", type=Path, required=True,
+                       help="output file; its extension picks the format (default: the input's)")
+    backend = score.add_mutually_exclusive_group()
+    backend.add_argument("--local", metavar="MODEL_PATH",
+                         help="score in this process with ONNX Runtime from models/<name>[/<version>]")
+    score.add_argument("--ray", action="store_true",
+                       help="score on Ray Data (needs --local MODEL_PATH; output is a folder of files)")
+    score.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
+    score.add_argument("--ray-actors", type=_positive, default=None, help="ONNX Runtime actors (default: CPUs/threads)")
+    score.add_argument("--text-column", default="review", help="column holding the review (default %(default)s)")
+    score.add_argument("--id-column", default="id", help="column identifying a row in the bad-rows file")
+    score.add_argument("--label-column", default="sentiment",
+                       help="gold label column; when present, accuracy/precision/recall/F1 are reported")
+    score.add_argument("--input-format", default=None, help="override the format guessed from the input name")
+    score.add_argument("--output-format", default=None, help="override the format guessed from --output")
+    score.add_argument("--probability-column", default="probability", help="name of the added P(positive) column")
+    score.add_argument("--prediction-column", default="label", help="name of the added predicted-label column")
+    score.add_argument("--batch-size", type=_positive, default=64, help="texts per inference batch / request")
+    score.add_argument("--chunk-rows", type=_positive, default=4096,
+                       help="rows read, scored and committed together (the unit of --resume)")
+    score.add_argument("--concurrency", type=_positive, default=4, help="server requests in flight")
+    score.add_argument("--threads", type=_positive, default=None,
+                       help="ONNX Runtime intra-op threads (local, or per Ray actor; default: usable CPUs)")
+    score.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="local model graph")
+    score.add_argument("--resume", action="store_true", help="continue an interrupted run into the same output")
+    score.add_argument("--fail-on-bad-rows", action="store_true", help="stop at the first bad row (exit 3)")
+    score.add_argument("--bad-rows", type=Path, default=None, help="bad-rows file (default OUTPUT.bad_rows.jsonl)")
+    score.add_argument("--summary", type=Path, default=None, help="summary JSON (default OUTPUT.summary.json)")
+    score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from client.api import SentimentClient
+
+    with SentimentClient(args.server, timeout_s=args.timeout) as client:
+        predictions = client.predict_batch(list(args.texts)) if len(args.texts) > 1 else [client.predict(args.texts[0])]
+    for text, p in zip(args.texts, predictions, strict=True):
+        if args.json:
+            print(json.dumps({"text": text, "label": p.label, "probability": p.probability,
+                              "model": p.model, "version": p.version}, ensure_ascii=False))
+        else:
+            print(f"{p.label}\t{p.probability:.4f}\t{text[:80]}")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from client.api import SentimentClient
+
+    with SentimentClient(args.server, timeout_s=args.timeout) as client:
+        status = client.health()
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from client.scoring import ScoreOptions, format_summary, score_file
+
+    options = ScoreOptions(
+        text_column=args.text_column, id_column=args.id_column or None, label_column=args.label_column or None,
+        input_format=args.input_format, output_format=args.output_format,
+        probability_column=args.probability_column, prediction_column=args.prediction_column,
+        chunk_rows=args.chunk_rows, resume=args.resume, fail_on_bad_rows=args.fail_on_bad_rows,
+        bad_rows_path=args.bad_rows, summary_path=args.summary, progress=not args.no_progress)
+    if args.ray:
+        if not args.local:
+            parser.error("--ray loads the model in each actor: pass --local MODEL_PATH with it")
+        from client.ray_scoring import score_with_ray
+
+        summary = score_with_ray(args.input, args.output, args.local, options, address=args.ray_address,
+                                 actors=args.ray_actors, threads=args.threads or 1, batch_size=args.batch_size,
+                                 precision=args.precision)
+    else:
+        backend = _backend(args)
+        try:
+            summary = score_file(args.input, args.output, backend, options)
+        finally:
+            backend.close()
+    print(format_summary(summary))
+    return 0
+
+
+def _backend(args: argparse.Namespace):  # noqa: ANN202 - LocalBackend | ServerBackend
+    if args.local:
+        from client.backends import LocalBackend
+
+        return LocalBackend(args.local, threads=args.threads, batch_size=args.batch_size, precision=args.precision)
+    from client.backends import ServerBackend
+
+    return ServerBackend(args.server, batch_size=args.batch_size, concurrency=args.concurrency,
+                         timeout_s=args.timeout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import grpc
+
+    from client.scoring import BadRowsError, ScoringError
+
+    try:
+        if args.command == "predict":
+            return cmd_predict(args)
+        if args.command == "health":
+            return cmd_health(args)
+        return cmd_score(args, parser)
+    except KeyboardInterrupt:
+        if args.command == "score":
+            print(f"\ninterrupted: committed rows are kept in {args.output}.partial/; run the same command "
+                  "with --resume to continue", file=sys.stderr)
+        return 130
+    except grpc.RpcError as exc:
+        print(f"error: server {args.server}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    except BadRowsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    except (ScoringError, ValueError, OSError) as exc:  # FormatError, RepositoryError are ValueErrors
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

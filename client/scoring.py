@@ -1,0 +1,314 @@
+"""``score_file``: stream a file of reviews through a backend into a scored copy of it.
+
+How a run survives interruption: the output is built in a staging folder beside it,
+``<output>.partial/``, one *part* per chunk of input rows. A part is written under a
+temporary name, flushed to disk, then renamed to ``part-<first>-<end>.<ext>``; the rename is
+atomic, so a part either exists whole or not at all, whatever kills the process. Each part
+has a small JSON twin (its bad rows and confusion counts) that is renamed first. ``--resume``
+keeps the committed parts, deletes leftovers, and continues at the first row no part
+covers: no row is scored twice, none is lost. When every row is in, the parts are merged
+into ``<output>`` (again via a temporary file and a rename), then the bad-rows side file
+and the summary are written and the staging folder is removed. So ``<output>`` is never
+half-written: it is absent until the run is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from client.backends import Backend
+from client.evaluation import Confusion, format_metrics, parse_gold
+from client.formats import (
+    Chunk,
+    FormatError,
+    OutputSpec,
+    Reader,
+    detect_format,
+    merge_parts,
+    open_reader,
+    write_part,
+)
+
+log = logging.getLogger("client.scoring")
+STATE_FILE = "state.json"
+STATE_VERSION = 1
+_EXT = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "parquet": "parquet", "text": "txt"}
+
+
+class ScoringError(RuntimeError):
+    """The run cannot start or continue (state mismatch, bad rows with --fail-on-bad-rows)."""
+
+
+class BadRowsError(ScoringError):
+    """A bad row was met and --fail-on-bad-rows asked to stop."""
+
+
+@dataclass
+class ScoreOptions:
+    """Everything ``python -m client score`` can set, besides input, output and backend."""
+
+    text_column: str = "review"
+    id_column: str | None = "id"
+    label_column: str | None = "sentiment"
+    input_format: str | None = None
+    output_format: str | None = None
+    probability_column: str = "probability"
+    prediction_column: str = "label"
+    chunk_rows: int = 4096  # rows per committed part: the most a crash can cost
+    resume: bool = False
+    fail_on_bad_rows: bool = False
+    bad_rows_path: Path | None = None  # default: <output>.bad_rows.jsonl
+    summary_path: Path | None = None  # default: <output>.summary.json
+    progress: bool = True
+
+
+@dataclass
+class PartStats:
+    """What a committed part contributes to the summary (stored as the part's JSON twin)."""
+
+    start: int
+    end: int
+    bad_rows: list[dict[str, Any]] = field(default_factory=list)
+    confusion: dict[str, int] = field(default_factory=dict)
+
+
+def staging_dir(output: Path) -> Path:
+    return output.with_name(output.name + ".partial")
+
+
+def default_side_paths(output: Path) -> tuple[Path, Path]:
+    return output.with_name(output.name + ".bad_rows.jsonl"), output.with_name(output.name + ".summary.json")
+
+
+def _fsync_write(path: Path, text: str) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _part_name(start: int, end: int, ext: str) -> str:
+    return f"part-{start:012d}-{end:012d}.{ext}"
+
+
+def committed_parts(staging: Path, ext: str) -> list[tuple[Path, PartStats]]:
+    """The committed parts in row order, checked to tile rows 0..end without gap or overlap.
+
+    Leftovers of an interrupted commit (temporary files, a JSON twin whose part never got
+    renamed) are deleted: they hold rows that were never committed and will be redone.
+    """
+    for leftover in staging.glob(".tmp-*"):
+        leftover.unlink()
+    parts = []
+    for path in sorted(staging.glob(f"part-*.{ext}")):
+        twin = path.with_suffix(".json")
+        if not twin.is_file():
+            raise ScoringError(f"{path} has no {twin.name}: the staging folder was edited by hand; "
+                               f"remove {staging} and start again")
+        parts.append((path, PartStats(**json.loads(twin.read_text(encoding="utf-8")))))
+    for twin in staging.glob("part-*.json"):
+        if not twin.with_suffix(f".{ext}").is_file():
+            twin.unlink()
+    expected = 0
+    for path, stats in parts:
+        if stats.start != expected:
+            raise ScoringError(f"{path}: starts at row {stats.start}, expected {expected}; remove {staging} "
+                               "and start again")
+        expected = stats.end
+    return parts
+
+
+def _input_fingerprint(path: Path) -> dict[str, Any]:
+    size = path.stat().st_size if path.is_file() else None  # a FIFO or folder has no useful size
+    return {"input": str(path.resolve()), "input_bytes": size}
+
+
+def _check_state(state: dict[str, Any], expected: dict[str, Any], staging: Path) -> None:
+    for key, value in expected.items():
+        if key == "input_bytes" and (value is None or state.get(key) is None):
+            continue
+        if state.get(key) != value:
+            raise ScoringError(f"cannot resume: {staging / STATE_FILE} records {key}={state.get(key)!r}, this run "
+                               f"has {value!r}. Use the same input and options, or remove {staging}.")
+
+
+class _Run:
+    """One invocation of score_file: its staging folder, output spec and running totals."""
+
+    def __init__(self, input_path: Path, output: Path, backend: Backend, options: ScoreOptions) -> None:
+        self.input_path, self.output, self.backend, self.options = input_path, output, backend, options
+        self.in_fmt = detect_format(input_path, options.input_format)
+        self.out_fmt = options.output_format or (
+            detect_format(output) if output.suffix else self.in_fmt)
+        if self.out_fmt == "aclimdb":
+            raise FormatError("aclImdb is an input format only: give --output a .csv, .tsv, .jsonl, .parquet "
+                              "or .txt name")
+        self.ext = _EXT[self.out_fmt]
+        self.staging = staging_dir(output)
+        labels = getattr(backend, "labels", ("negative", "positive"))
+        self.labels: tuple[str, str] = tuple(labels)  # type: ignore[assignment]
+        self.has_labels = False
+
+    def prepare(self, reader: Reader) -> tuple[OutputSpec, int, list[tuple[Path, PartStats]]]:
+        """Create or reopen the staging folder; returns the spec, first row to score, and parts."""
+        spec = OutputSpec(self.out_fmt, reader.columns, reader.text_column, self.options.probability_column,
+                          self.options.prediction_column)
+        spec.check()
+        model = self.backend.describe()
+        expected = {"version": STATE_VERSION, **_input_fingerprint(self.input_path), "input_format": self.in_fmt,
+                    "output_format": self.out_fmt, "columns": reader.columns, "text_column": reader.text_column,
+                    "label_column": self.options.label_column,
+                    "added_columns": [spec.probability_column, spec.label_column],
+                    "model": {"name": model.get("model"), "version": model.get("version")}}
+        state_path = self.staging / STATE_FILE
+        if state_path.is_file():
+            if not self.options.resume:
+                raise ScoringError(f"{self.staging} holds an interrupted run: pass --resume to continue it, "
+                                   "or remove that folder to start over")
+            _check_state(json.loads(state_path.read_text(encoding="utf-8")), expected, self.staging)
+            parts = committed_parts(self.staging, self.ext)
+            return spec, (parts[-1][1].end if parts else 0), parts
+        shutil.rmtree(self.staging, ignore_errors=True)  # no state file: nothing was committed
+        self.staging.mkdir(parents=True)
+        _fsync_write(self.staging / STATE_FILE, json.dumps(expected, indent=2))
+        return spec, 0, []
+
+    def score_chunk(self, chunk: Chunk) -> tuple[list[float | None], list[str | None], PartStats]:
+        """Score the good rows of a chunk; bad rows get no probability and no label."""
+        good = [i for i, text in enumerate(chunk.texts) if text is not None]
+        probabilities: list[float | None] = [None] * len(chunk)
+        labels: list[str | None] = [None] * len(chunk)
+        if good:
+            probs, predicted = self.backend.score([chunk.texts[i] for i in good])  # type: ignore[misc]
+            for i, p, label in zip(good, np.asarray(probs, dtype=np.float32).tolist(), predicted, strict=True):
+                probabilities[i], labels[i] = p, label
+        stats = PartStats(chunk.start, chunk.start + len(chunk))
+        ids = chunk.rows_as_records() if self.options.id_column else None
+        for i, error in enumerate(chunk.errors):
+            if error is not None:
+                row: dict[str, Any] = {"row": chunk.start + i + 1, "error": error}
+                if ids is not None and self.options.id_column in ids[i]:
+                    row["id"] = ids[i][self.options.id_column]
+                stats.bad_rows.append(row)
+        confusion = Confusion()
+        if chunk.gold is not None:
+            for i in good:
+                confusion.add(parse_gold(chunk.gold[i], self.labels), int(labels[i] == self.labels[1]))
+        stats.confusion = asdict(confusion)
+        return probabilities, labels, stats
+
+    def commit(self, spec: OutputSpec, chunk: Chunk, probabilities: list[float | None],
+               labels: list[str | None], stats: PartStats) -> Path:
+        """Write the part and its twin under temporary names, then rename: twin first, part last."""
+        name = _part_name(stats.start, stats.end, self.ext)
+        part, twin = self.staging / name, (self.staging / name).with_suffix(".json")
+        tmp_part, tmp_twin = self.staging / f".tmp-{name}", self.staging / f".tmp-{twin.name}"
+        write_part(tmp_part, spec, chunk, probabilities, labels)
+        with tmp_part.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        _fsync_write(tmp_twin, json.dumps(asdict(stats)))
+        os.replace(tmp_twin, twin)
+        os.replace(tmp_part, part)  # the commit point
+        return part
+
+
+def _progress(total: int | None, initial: int, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    # rows/s comes from tqdm's rate; ETA appears whenever the total is known.
+    return tqdm(total=total, initial=initial, unit="rows", unit_scale=True, disable=not enabled,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+def score_file(input_path: str | Path, output: str | Path, backend: Backend,
+               options: ScoreOptions | None = None) -> dict[str, Any]:
+    """Score every row of ``input_path`` into ``output``; returns the summary (also written as JSON).
+
+    Raises :class:`ScoringError` or :class:`~client.formats.FormatError` for problems with
+    the run as a whole; per-row problems go to the bad-rows file instead.
+    """
+    options = options or ScoreOptions()
+    input_path, output = Path(input_path), Path(output)
+    run = _Run(input_path, output, backend, options)
+    _, summary_path = default_side_paths(output)
+    summary_path = options.summary_path or summary_path
+    if options.resume and output.exists() and not run.staging.exists() and summary_path.is_file():
+        log.info("%s is already complete; nothing to resume", output)
+        return json.loads(summary_path.read_text(encoding="utf-8"))
+    reader = open_reader(input_path, run.in_fmt, options.text_column, options.label_column)
+    run.has_labels = reader.has_labels
+    try:
+        spec, skip, parts = run.prepare(reader)
+        started, scored_now = time.monotonic(), 0
+        with _progress(reader.total_rows(), skip, options.progress) as bar:
+            for chunk in reader.chunks(options.chunk_rows, skip):
+                probabilities, labels, stats = run.score_chunk(chunk)
+                if stats.bad_rows and options.fail_on_bad_rows:
+                    first = stats.bad_rows[0]
+                    raise BadRowsError(f"row {first['row']}: {first['error']} (--fail-on-bad-rows); the rows "
+                                       f"before its chunk are committed, fix the input and rerun")
+                parts.append((run.commit(spec, chunk, probabilities, labels, stats), stats))
+                scored_now += len(chunk)
+                bar.update(len(chunk))
+        elapsed = time.monotonic() - started
+    finally:
+        reader.close()
+    return finish(run, spec, parts, skip, scored_now, elapsed)
+
+
+def finish(run: _Run, spec: OutputSpec, parts: list[tuple[Path, PartStats]], skip: int, scored_now: int,
+           elapsed: float) -> dict[str, Any]:
+    """Merge the parts into the output, write the bad-rows file and summary, drop the staging folder."""
+    options, output = run.options, run.output
+    bad_path, summary_path = default_side_paths(output)
+    bad_path, summary_path = options.bad_rows_path or bad_path, options.summary_path or summary_path
+    merge_parts([p for p, _ in parts], spec, output)
+    confusion, bad_count, examples = Confusion(), 0, []
+    tmp_bad = bad_path.with_name(f".{bad_path.name}.tmp")
+    with tmp_bad.open("w", encoding="utf-8") as handle:
+        for _, stats in parts:
+            confusion.merge(Confusion(**stats.confusion))
+            for row in stats.bad_rows:
+                handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                bad_count += 1
+                if len(examples) < 5:
+                    examples.append(row)
+    if bad_count:
+        os.replace(tmp_bad, bad_path)
+    else:
+        tmp_bad.unlink()
+        bad_path.unlink(missing_ok=True)  # a stale file from an earlier run would mislead
+    rows = parts[-1][1].end if parts else 0
+    summary = {
+        "input": str(run.input_path), "output": str(output), "output_format": run.out_fmt,
+        "rows": rows, "scored": rows - bad_count, "bad_rows": bad_count,
+        "bad_rows_file": str(bad_path) if bad_count else None, "bad_row_examples": examples,
+        "backend": run.backend.describe(), "resumed_at_row": skip,
+        "rows_this_run": scored_now, "seconds_this_run": round(elapsed, 3),
+        "rows_per_second": round(scored_now / elapsed, 1) if elapsed > 0 else None,
+        "evaluation": confusion.metrics(run.labels) if run.has_labels else None,
+    }
+    _fsync_write(summary_path, json.dumps(summary, indent=2, default=str) + "\n")
+    shutil.rmtree(run.staging)
+    return summary
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The summary as a few lines for the terminal."""
+    lines = [f"scored {summary['scored']} of {summary['rows']} rows into {summary['output']} "
+             f"({summary['rows_per_second']} rows/s this run)"]
+    if summary["bad_rows"]:
+        lines.append(f"{summary['bad_rows']} bad row(s), listed in {summary['bad_rows_file']}; first: "
+                     + "; ".join(f"row {r['row']}: {r['error']}" for r in summary["bad_row_examples"][:3]))
+    if summary["evaluation"]:
+        lines.append(format_metrics(summary["evaluation"]))
+    return "\n".join(lines)
