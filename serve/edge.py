@@ -1,0 +1,133 @@
+"""The gRPC edge: domain errors -> status codes (the only place), metrics and access logs.
+
+:class:`EdgeInterceptor` wraps every handler of the server (both APIs, health, reflection),
+so servicers only convert messages and raise :mod:`serve.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import StatusCode
+
+from serve.errors import DeadlineExpired, InvalidInput, ModelNotFound, ModelNotReady, Overloaded, ServingError
+from serve.metrics import Metrics
+
+log = logging.getLogger("serve.edge")
+
+STATUS_CODES: dict[type[ServingError], StatusCode] = {
+    InvalidInput: StatusCode.INVALID_ARGUMENT,
+    ModelNotFound: StatusCode.NOT_FOUND,
+    ModelNotReady: StatusCode.UNAVAILABLE,
+    Overloaded: StatusCode.RESOURCE_EXHAUSTED,
+    DeadlineExpired: StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+def status_for(exc: ServingError) -> StatusCode:
+    """The gRPC status code a domain error is answered with."""
+    for kind in type(exc).__mro__:
+        if kind in STATUS_CODES:
+            return STATUS_CODES[kind]
+    return StatusCode.INTERNAL
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The client's deadline as a time.monotonic() instant, or None if it set none."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class _Call:
+    """Bookkeeping for one RPC: turns an exception into a status and records the outcome."""
+
+    def __init__(self, method: str, metrics: Metrics | None) -> None:
+        self.method, self.metrics, self.started = method, metrics, time.perf_counter()
+
+    async def fail(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
+        """Abort the RPC with the status ``exc`` deserves (raises grpc's AbortError)."""
+        if isinstance(exc, ServingError):
+            await context.abort(status_for(exc), str(exc))
+        log.error("unexpected error", exc_info=exc, extra={"method": self.method})
+        await context.abort(StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the server log")
+
+    def done(self, context: grpc.aio.ServicerContext, cancelled: bool = False) -> None:
+        code = "CANCELLED" if cancelled else (context.code() or StatusCode.OK)
+        name = code if isinstance(code, str) else code.name
+        seconds = time.perf_counter() - self.started
+        if self.metrics is not None:
+            self.metrics.request_done(self.method, name, seconds)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("rpc", extra={"method": self.method, "code": name, "ms": round(seconds * 1000, 3)})
+
+
+class EdgeInterceptor(grpc.aio.ServerInterceptor):
+    """Maps errors and records every RPC; the one wrapper around all handlers."""
+
+    def __init__(self, metrics: Metrics | None = None) -> None:
+        self._metrics = metrics
+
+    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+                                handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        behaviour = (handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream)
+        wrapped = self._wrap_stream(behaviour, method) if inspect.isasyncgenfunction(behaviour) \
+            else self._wrap_unary(behaviour, method)
+        factory = {(False, False): grpc.unary_unary_rpc_method_handler,
+                   (False, True): grpc.unary_stream_rpc_method_handler,
+                   (True, False): grpc.stream_unary_rpc_method_handler,
+                   (True, True): grpc.stream_stream_rpc_method_handler}[
+            (handler.request_streaming, handler.response_streaming)]
+        return factory(wrapped, request_deserializer=handler.request_deserializer,
+                       response_serializer=handler.response_serializer)
+
+    def _wrap_unary(self, behaviour: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+        metrics = self._metrics
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            rpc = _Call(method, metrics)
+            cancelled = False
+            try:
+                return await behaviour(request, context)
+            except asyncio.CancelledError:
+                cancelled = True
+                raise
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await rpc.fail(exc, context)
+            finally:
+                rpc.done(context, cancelled)
+
+        return call
+
+    def _wrap_stream(self, behaviour: Callable[..., AsyncIterator[Any]], method: str
+                     ) -> Callable[..., AsyncIterator[Any]]:
+        metrics = self._metrics
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            rpc = _Call(method, metrics)
+            cancelled = False
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            except (asyncio.CancelledError, GeneratorExit):
+                cancelled = True
+                raise
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await rpc.fail(exc, context)
+            finally:
+                rpc.done(context, cancelled)
+
+        return call

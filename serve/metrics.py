@@ -1,0 +1,90 @@
+"""Prometheus metrics: one registry per server, served on ``--metrics-port``.
+
+:class:`Metrics` is the batcher's and the core's observer, and the edge interceptor records
+every RPC through :meth:`Metrics.request_done`; nothing else touches the collectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from threading import Thread
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from serve.repository import ModelVersion
+
+PREFIX = "sentiment"
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+FRACTION_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+class Metrics:
+    """The server's collectors, in their own registry (several servers may share a process in tests)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(f"{PREFIX}_requests", "RPCs answered, by method and gRPC status code",
+                                ["method", "code"], registry=r)
+        self.latency = Histogram(f"{PREFIX}_request_seconds", "RPC latency as seen by the server, by method",
+                                 ["method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_time = Histogram(f"{PREFIX}_queue_seconds", "time a request waited for a model run",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.compute_time = Histogram(f"{PREFIX}_compute_seconds", "time of one batch: tokenize, run, label",
+                                      buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram(f"{PREFIX}_batch_texts", "texts per coalesced batch", buckets=BATCH_BUCKETS,
+                                    registry=r)
+        self.padding_fraction = Histogram(f"{PREFIX}_padding_fraction", "share of padding tokens per model run",
+                                          buckets=FRACTION_BUCKETS, registry=r)
+        self.tokens = Counter(f"{PREFIX}_tokens", "tokens fed to the model, by kind (real or padding)", ["kind"],
+                              registry=r)
+        self.texts = Counter(f"{PREFIX}_texts", "texts scored", registry=r)
+        self.queue_depth_gauge = Gauge(f"{PREFIX}_queue_depth", "texts waiting for the model", registry=r)
+        self.model_info = Gauge(f"{PREFIX}_model_info", "the served model (value 1)",
+                                ["model", "version", "precision", "device"], registry=r)
+        self.model_load_seconds = Gauge(f"{PREFIX}_model_load_seconds", "time to load, verify and warm the model",
+                                        registry=r)
+        self.model_ready = Gauge(f"{PREFIX}_model_ready", "1 once the model is loaded and warm", registry=r)
+        self._http: tuple[WSGIServer, Thread] | None = None
+
+    # -- observer of the batcher and the core
+    def queue_depth(self, units: int) -> None:
+        self.queue_depth_gauge.set(units)
+
+    def batch_done(self, units: int, queue_seconds: Sequence[float], compute_seconds: float) -> None:
+        self.batch_size.observe(units)
+        self.texts.inc(units)
+        self.compute_time.observe(compute_seconds)
+        for seconds in queue_seconds:
+            self.queue_time.observe(seconds)
+
+    def padding(self, real_tokens: int, padded_tokens: int) -> None:
+        self.tokens.labels("real").inc(real_tokens)
+        self.tokens.labels("padding").inc(padded_tokens - real_tokens)
+        self.padding_fraction.observe((padded_tokens - real_tokens) / padded_tokens if padded_tokens else 0.0)
+
+    def model_loaded(self, model: ModelVersion, precision: str, device: str, seconds: float) -> None:
+        self.model_info.labels(model.name, str(model.version), precision, device).set(1)
+        self.model_load_seconds.set(seconds)
+        self.model_ready.set(1)
+
+    # -- the edge interceptor
+    def request_done(self, method: str, code: str, seconds: float) -> None:
+        self.requests.labels(method, code).inc()
+        self.latency.labels(method).observe(seconds)
+
+    # -- the HTTP endpoint
+    def serve_http(self, host: str, port: int) -> int:
+        """Start the /metrics endpoint in a daemon thread; returns the bound port."""
+        self._http = start_http_server(port, addr=host, registry=self.registry)
+        return int(self._http[0].server_port)
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            server, thread = self._http
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._http = None

@@ -1,0 +1,139 @@
+"""Building the gRPC server (``create_server``) and running it (``serve``).
+
+Start-up: listen at once with health NOT_SERVING, load and warm the model off the event
+loop, then switch health to SERVING. SIGTERM/SIGINT: health NOT_SERVING, stop accepting,
+let in-flight requests finish within the grace period, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from protos.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
+from protos.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
+from serve.core import InferenceCore
+from serve.edge import EdgeInterceptor
+from serve.errors import ConfigurationError
+from serve.kserve_servicer import KServeServicer
+from serve.metrics import Metrics
+from serve.sentiment_servicer import SentimentServicer
+from serve.settings import Settings
+
+log = logging.getLogger("serve.server")
+SENTIMENT_SERVICE = sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"].full_name
+KSERVE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# "" is the whole server, as grpc_health_probe asks by default.
+HEALTH_NAMES = ("", SENTIMENT_SERVICE, KSERVE_SERVICE)
+
+
+class Server:
+    """The gRPC server with its core, health servicer and metrics endpoint."""
+
+    def __init__(self, settings: Settings, grpc_server: grpc.aio.Server, core: InferenceCore,
+                 health_servicer: health.aio.HealthServicer, metrics: Metrics) -> None:
+        self.settings = settings
+        self.grpc = grpc_server
+        self.core = core
+        self.health = health_servicer
+        self.metrics = metrics
+        self.metrics_port: int | None = None
+
+    async def start(self) -> None:
+        """Accept connections (health answers NOT_SERVING) and open the metrics endpoint."""
+        for name in HEALTH_NAMES:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.grpc.start()
+        if self.settings.metrics_port >= 0:
+            self.metrics_port = self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
+
+    async def load(self) -> None:
+        """Load and warm the model, then report SERVING."""
+        await self.core.load()
+        for name in HEALTH_NAMES:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING, refuse new calls, finish in-flight ones within ``grace`` seconds, release the model."""
+        grace = self.settings.grace_period_s if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        await self.grpc.stop(grace)
+        await self.core.close()
+        self.metrics.stop_http()
+
+
+def create_server(settings: Settings) -> tuple[Server, int]:
+    """Build the server and bind its port (port 0 picks a free one); returns it and the bound port.
+
+    Nothing is loaded yet: call ``await server.start()`` then ``await server.load()``.
+    """
+    metrics = Metrics()
+    core = InferenceCore(settings, metrics)
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+    ]
+    grpc_server = grpc.aio.server(interceptors=[EdgeInterceptor(metrics)], options=options)
+    sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
+        SentimentServicer(core, settings.stream_window), grpc_server)
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(core), grpc_server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
+    reflection.enable_server_reflection(
+        (SENTIMENT_SERVICE, KSERVE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), grpc_server)
+    address = f"{settings.host}:{settings.port}"
+    try:
+        port = grpc_server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise ConfigurationError(f"cannot listen on {address}: {exc}") from exc
+    if port == 0:
+        raise ConfigurationError(f"cannot listen on {address} (port in use, or the address is not local)")
+    return Server(settings, grpc_server, core, health_servicer, metrics), port
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux), for the cold-start log line."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit status (0 after a clean drain)."""
+    server, port = create_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    log.info("listening", extra={"address": f"{settings.host}:{port}", "metrics_port": server.metrics_port})
+    loading = asyncio.create_task(server.load())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    status = 0
+    if loading.done() and loading.exception() is not None:
+        exc = loading.exception()
+        log.error("model failed to load", extra={"error": f"{type(exc).__name__}: {exc}"})
+        status = 1
+    elif loading.done():
+        log.info("serving", extra={"startup_s": process_age_s(), "port": port})
+        await stopping
+    started = time.monotonic()
+    log.info("shutting down", extra={"grace_s": settings.grace_period_s})
+    loading.cancel()
+    await server.stop()
+    log.info("stopped", extra={"drain_s": round(time.monotonic() - started, 3)})
+    return status

@@ -1,0 +1,134 @@
+"""The server's configuration: one frozen object, built once from flags and environment.
+
+Every field is a command-line flag (``--max-batch-size``) and an environment variable with
+the ``SENTIMENT_`` prefix (``SENTIMENT_MAX_BATCH_SIZE``); a flag wins over the variable,
+the variable over the default. Nothing else in ``serve/`` reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from serve.errors import ConfigurationError
+
+ENV_PREFIX = "SENTIMENT_"
+
+
+def _opt(default: Any, help_text: str, choices: Sequence[str] | None = None) -> Any:
+    return field(default=default, metadata={"help": help_text, "choices": choices})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the server needs to know; see ``python -m serve --help``."""
+
+    model_repository: Path = _opt(Path("models"), "model repository root (Triton layout)")
+    model: str = _opt("imdb-lstm", "model name inside the repository")
+    version: str = _opt("latest", "model version number, or 'latest' for the highest")
+    host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
+    port: int = _opt(8001, "gRPC port (0: any free port)")
+    metrics_port: int = _opt(8002, "Prometheus metrics port on the same host (0: any free port, -1: off)")
+    device: str = _opt("cpu", "execution device", ("cpu", "cuda"))
+    allow_cpu_fallback: bool = _opt(False, "with --device cuda, run on CPU (with a warning) if CUDA is missing")
+    precision: str = _opt("fp32", "which graph of the version to serve", ("fp32", "int8"))
+    intra_op_threads: int = _opt(0, "ONNX Runtime threads inside an operator (0: CPUs this process may use)")
+    inter_op_threads: int = _opt(1, "ONNX Runtime threads across operators (the LSTM graph is sequential)")
+    allow_spinning: bool = _opt(False, "let ONNX Runtime's idle threads spin (lower latency, burns shared CPU)")
+    cpu_arena: bool = _opt(False, "ONNX Runtime CPU memory arena (off: memory stays flat with varied lengths)")
+    max_batch_size: int = _opt(64, "most texts in one model run")
+    max_queue_delay_ms: float = _opt(0.0, "under load, wait up to this long for a model run to fill "
+                                          "(an idle server never waits)")
+    max_queue_size: int = _opt(2048, "most texts waiting for the model; beyond it requests get RESOURCE_EXHAUSTED")
+    max_texts_per_request: int = _opt(1024, "most texts in one request (PredictBatch, stream message, ModelInfer)")
+    max_chars_per_text: int = _opt(100_000, "longest accepted text in characters (the model itself reads at "
+                                            "most max_tokens tokens: head and tail are kept)")
+    max_message_bytes: int = _opt(16 * 1024 * 1024, "largest gRPC message accepted or sent")
+    stream_window: int = _opt(16, "requests of one PredictStream scored concurrently (flow control)")
+    grace_period_s: float = _opt(10.0, "on SIGTERM, how long in-flight requests may take to finish")
+    warmup: bool = _opt(True, "run the model over the length buckets before reporting SERVING")
+    log_level: str = _opt("info", "log level", ("debug", "info", "warning", "error"))
+
+    def __post_init__(self) -> None:
+        problems = [f"{name} must be >= {low}" for name, low in (
+            ("max_batch_size", 1), ("max_queue_size", 1), ("max_texts_per_request", 1), ("max_chars_per_text", 1),
+            ("max_message_bytes", 1024), ("stream_window", 1), ("intra_op_threads", 0), ("inter_op_threads", 0),
+            ("port", 0), ("metrics_port", -1), ("max_queue_delay_ms", 0), ("grace_period_s", 0),
+        ) if getattr(self, name) < low]
+        if self.version != "latest" and not (self.version.isdigit() and int(self.version) > 0):
+            problems.append(f"version must be a positive integer or 'latest', not {self.version!r}")
+        if problems:
+            raise ConfigurationError("invalid settings: " + "; ".join(problems))
+
+    @property
+    def version_number(self) -> int | None:
+        """The requested version, or None for the highest present."""
+        return None if self.version == "latest" else int(self.version)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values, for the start-up log."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def env_name(field_name: str) -> str:
+    return ENV_PREFIX + field_name.upper()
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+def _kind(f: dataclasses.Field) -> type:
+    """A field's value type, read from its default (every field has a concrete one)."""
+    return Path if isinstance(f.default, Path) else type(f.default)
+
+
+def _converter(kind: type) -> Any:
+    return {bool: _parse_bool, int: int, float: float, Path: Path}.get(kind, str)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per Settings field; the defaults come later, so that env vars can sit between."""
+    parser = argparse.ArgumentParser(
+        prog="python -m serve", description="IMDB sentiment gRPC server (sentiment.v1 + KServe v2).",
+        epilog=f"Every flag can also be set by an environment variable: {ENV_PREFIX}<FLAG_NAME> "
+               f"(e.g. {env_name('max_batch_size')}=32).")
+    for f in dataclasses.fields(Settings):
+        kind = _kind(f)
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f"{f.metadata['help']} [env {env_name(f.name)}; default {f.default}]"
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=_converter(kind), choices=f.metadata["choices"],
+                                default=None, help=help_text)
+    return parser
+
+
+def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``argv`` (flags) over ``environ`` (SENTIMENT_* variables) over defaults."""
+    environ = os.environ if environ is None else environ
+    parsed = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        if parsed[f.name] is not None:
+            values[f.name] = parsed[f.name]
+        elif env_name(f.name) in environ:
+            raw = environ[env_name(f.name)]
+            try:
+                values[f.name] = _converter(_kind(f))(raw)
+            except ValueError as exc:
+                raise ConfigurationError(f"{env_name(f.name)}={raw!r}: {exc}") from exc
+            if f.metadata["choices"] and values[f.name] not in f.metadata["choices"]:
+                raise ConfigurationError(f"{env_name(f.name)}={raw!r}: choose from {f.metadata['choices']}")
+    return Settings(**values)
