@@ -1,0 +1,56 @@
+"""--ray on a local Ray cluster (2 CPUs, started here): same rows, same order, same scores as --local."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.client.conftest import make_reviews
+from tests.client.helpers import probability, read_rows, write_rows
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "1"}})
+    yield ray
+    ray.shutdown()
+
+
+def output_rows(folder: Path, suffix: str) -> list[dict]:
+    """The rows of a Ray output folder: its files sorted by name hold the rows in input order."""
+    return [row for file in sorted(folder.glob(f"*{suffix}")) for row in read_rows(file)]
+
+
+@pytest.mark.parametrize(("source", "target"), [("in.parquet", "out.parquet"), ("in.csv", "out.jsonl")])
+def test_ray_matches_local(ray_cluster, tmp_path: Path, tiny_model: Path, reference, source: str,
+                           target: str) -> None:
+    from client.ray_scoring import score_with_ray
+    from client.scoring import ScoreOptions
+
+    texts = make_reviews(300, seed=7)
+    texts[17] = "   "  # a bad row: kept, unscored, reported
+    rows = [{"id": f"r{i}", "review": t, "sentiment": "positive" if i % 3 else "negative"}
+            for i, t in enumerate(texts)]
+    output = tmp_path / target
+    summary = score_with_ray(write_rows(tmp_path / source, rows), output, tiny_model,
+                             ScoreOptions(progress=False), threads=1, batch_size=16)
+    out = output_rows(output, Path(target).suffix)
+    assert [r["id"] for r in out] == [r["id"] for r in rows]  # every row, in input order
+    assert [r["review"] for r in out] == texts
+    expected = reference(texts)
+    for i, (row, p) in enumerate(zip(out, expected, strict=True)):
+        if i == 17:
+            assert probability(row["probability"]) is None and row["label"] is None
+        else:
+            assert probability(row["probability"]) == pytest.approx(p, abs=1e-6)
+            assert row["label"] == ("positive" if p >= 0.5 else "negative")
+    assert summary["rows"] == 300 and summary["bad_rows"] == 1 and summary["evaluation"]["evaluated"] == 299
+    bad = [json.loads(line) for line in (tmp_path / f"{target}.bad_rows.jsonl").read_text().splitlines()]
+    assert bad == [{"row": 18, "error": "empty text", "id": "r17"}]
+    assert not (tmp_path / f"{target}.partial").exists()
