@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from train.metrics import confusion, roc_curve  # noqa: E402
 
@@ -24,6 +25,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax_acc.plot(epochs, [h["val_accuracy"] for h in history], "o-", label="validation")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="Accuracy")
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
