@@ -1,0 +1,189 @@
+"""The dynamic batcher on its own, with a fake model whose timing the test controls."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from serve.batcher import Batcher
+from serve.errors import DeadlineExpired, ModelNotReady, Overloaded
+
+WAIT = 10.0  # upper bound for any single wait; nothing here should come close
+
+
+class GatedModel:
+    """Doubles each item; records every batch; can hold a batch until the test releases it."""
+
+    def __init__(self, gated: bool = False) -> None:
+        self.batches: list[list[int]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        if not gated:
+            self.release.set()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.entered.set()
+        assert self.release.wait(WAIT), "test never released the batch"
+        if any(item < 0 for item in items):
+            raise ValueError("negative item")
+        return [2 * item for item in items]
+
+
+async def wait_entered(model: GatedModel) -> None:
+    assert await asyncio.to_thread(model.entered.wait, WAIT)
+
+
+async def wait_queued(batcher: Batcher, units: int) -> None:
+    """Yield to the loop until ``units`` are queued (bounded)."""
+    until = time.monotonic() + WAIT
+    while batcher.queued_units < units:
+        assert time.monotonic() < until, f"only {batcher.queued_units} units queued"
+        await asyncio.sleep(0)
+
+
+def test_lone_item_is_dispatched_at_once_even_with_a_delay_window() -> None:
+    async def main() -> float:
+        model = GatedModel()
+        batcher = Batcher(model, max_batch_size=8, max_queue_size=64, max_delay_s=5.0)
+        started = time.monotonic()
+        assert await batcher.submit(21) == 42
+        elapsed = time.monotonic() - started
+        await batcher.close()
+        assert model.batches == [[21]]
+        return elapsed
+
+    assert asyncio.run(main()) < 2.5  # far below the 5 s window: an idle batcher does not wait
+
+
+def test_items_arriving_during_a_batch_are_coalesced_in_order() -> None:
+    async def main() -> None:
+        model = GatedModel(gated=True)
+        batcher = Batcher(model, max_batch_size=4, max_queue_size=64)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await wait_entered(model)
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(1, 7)]
+        await wait_queued(batcher, 6)
+        model.release.set()
+        assert await first == 0
+        assert await asyncio.gather(*rest) == [2 * i for i in range(1, 7)]
+        await batcher.close()
+        assert model.batches == [[0], [1, 2, 3, 4], [5, 6]]
+
+    asyncio.run(main())
+
+
+def test_units_not_items_fill_a_batch() -> None:
+    async def main() -> None:
+        model = GatedModel(gated=True)
+        batcher = Batcher(model, max_batch_size=4, max_queue_size=64)
+        first = asyncio.ensure_future(batcher.submit(0, size=1))
+        await wait_entered(model)
+        big = [asyncio.ensure_future(batcher.submit(i, size=3)) for i in (1, 2)]
+        await wait_queued(batcher, 6)
+        model.release.set()
+        await asyncio.gather(first, *big)
+        await batcher.close()
+        assert model.batches == [[0], [1], [2]]  # 3 + 3 units would exceed 4
+
+    asyncio.run(main())
+
+
+def test_full_queue_is_refused_at_once() -> None:
+    async def main() -> None:
+        model = GatedModel(gated=True)
+        batcher = Batcher(model, max_batch_size=4, max_queue_size=5)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await wait_entered(model)
+        queued = asyncio.ensure_future(batcher.submit(1, size=5))
+        await wait_queued(batcher, 5)
+        with pytest.raises(Overloaded, match="queue full"):
+            await batcher.submit(2)
+        model.release.set()
+        assert await asyncio.gather(first, queued) == [0, 2]
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_expired_and_cancelled_items_never_reach_the_model() -> None:
+    async def main() -> None:
+        model = GatedModel(gated=True)
+        batcher = Batcher(model, max_batch_size=8, max_queue_size=64)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await wait_entered(model)
+        expired = asyncio.ensure_future(batcher.submit(1, deadline=time.monotonic() - 1))
+        cancelled = asyncio.ensure_future(batcher.submit(2))
+        alive = asyncio.ensure_future(batcher.submit(3, deadline=time.monotonic() + WAIT))
+        await wait_queued(batcher, 3)
+        cancelled.cancel()
+        model.release.set()
+        with pytest.raises(DeadlineExpired, match="before inference"):
+            await expired
+        assert await alive == 6
+        await asyncio.gather(first)
+        await batcher.close()
+        assert model.batches == [[0], [3]]
+
+    asyncio.run(main())
+
+
+def test_a_failing_batch_fails_every_item_in_it_and_the_batcher_goes_on() -> None:
+    async def main() -> None:
+        model = GatedModel(gated=True)
+        batcher = Batcher(model, max_batch_size=8, max_queue_size=64)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await wait_entered(model)
+        doomed = [asyncio.ensure_future(batcher.submit(i)) for i in (5, -1)]
+        await wait_queued(batcher, 2)
+        model.release.set()
+        await first
+        results = await asyncio.gather(*doomed, return_exceptions=True)
+        assert all(isinstance(r, ValueError) for r in results)
+        assert await batcher.submit(4) == 8
+        await batcher.close()
+
+    asyncio.run(main())
+
+
+def test_close_refuses_new_work_and_fails_what_is_queued() -> None:
+    async def main() -> None:
+        model = GatedModel(gated=True)
+        batcher = Batcher(model, max_batch_size=1, max_queue_size=64)
+        running = asyncio.ensure_future(batcher.submit(0))
+        await wait_entered(model)
+        queued = asyncio.ensure_future(batcher.submit(1))
+        await wait_queued(batcher, 1)
+        closing = asyncio.ensure_future(batcher.close())
+        await asyncio.sleep(0)
+        model.release.set()
+        await closing
+        assert await running == 0  # in flight: finished
+        with pytest.raises(ModelNotReady):
+            await queued
+        with pytest.raises(ModelNotReady):
+            await batcher.submit(2)
+
+    asyncio.run(main())
+
+
+def test_delay_window_under_load_fills_the_next_batch() -> None:
+    async def main() -> None:
+        model = GatedModel(gated=True)
+        batcher = Batcher(model, max_batch_size=3, max_queue_size=64, max_delay_s=WAIT)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await wait_entered(model)
+        second = asyncio.ensure_future(batcher.submit(1))
+        await wait_queued(batcher, 1)
+        model.release.set()
+        await first
+        # The batcher is now waiting (up to WAIT) for the batch to fill; two more fill it.
+        more = [asyncio.ensure_future(batcher.submit(i)) for i in (2, 3)]
+        assert await asyncio.gather(second, *more) == [2, 4, 6]
+        await batcher.close()
+        assert model.batches == [[0], [1, 2, 3]]
+
+    asyncio.run(main())

@@ -1,0 +1,40 @@
+"""Drive a server with NVIDIA's tritonclient, unmodified; prints one JSON object.
+
+Run in its own process (``python -m tests.serve.triton_probe ADDRESS TEXT...``): tritonclient
+registers its own copy of the ``inference`` protobuf package, which cannot share a process
+with ours (protobuf refuses duplicate symbols).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import tritonclient.grpc as triton
+
+
+def main(address: str, texts: list[str]) -> dict:
+    client = triton.InferenceServerClient(url=address)
+    out: dict = {"live": client.is_server_live(), "ready": client.is_server_ready(),
+                 "model_ready": client.is_model_ready("imdb-lstm"),
+                 "server": client.get_server_metadata(as_json=True),
+                 "metadata": client.get_model_metadata("imdb-lstm", as_json=True)}
+    tensor = triton.InferInput("text", [len(texts)], "BYTES")
+    tensor.set_data_from_numpy(np.array([t.encode("utf-8") for t in texts], dtype=np.object_))
+    outputs = [triton.InferRequestedOutput("probability"), triton.InferRequestedOutput("label")]
+    result = client.infer("imdb-lstm", [tensor], outputs=outputs, request_id="req-42")
+    out["probability"] = result.as_numpy("probability").astype(float).tolist()
+    out["probability_dtype"] = str(result.as_numpy("probability").dtype)
+    out["label"] = [label.decode() for label in result.as_numpy("label")]
+    out["id"] = result.get_response().id
+    try:
+        client.infer("no-such-model", [tensor])
+    except triton.InferenceServerException as exc:
+        out["unknown_model"] = {"status": exc.status(), "message": exc.message()}
+    client.close()
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2:])))
