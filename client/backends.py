@@ -17,13 +17,17 @@ from typing import Any, Protocol
 
 import numpy as np
 
+# What a backend returns for a list of texts, in their order: P(positive) (float32), the
+# label, and per text either None or why it could not be scored (then its label is None).
+Scores = tuple[np.ndarray, list[str | None], list[str | None]]
+
 
 class Backend(Protocol):
-    """Anything that scores texts: ``score(texts) -> (probabilities, labels)``, order kept."""
+    """Anything that scores texts: ``score(texts) -> (probabilities, labels, errors)``, order kept."""
 
     def describe(self) -> dict[str, Any]: ...
 
-    def score(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str]]: ...
+    def score(self, texts: Sequence[str]) -> Scores: ...
 
     def close(self) -> None: ...
 
@@ -118,9 +122,9 @@ class LocalBackend:
         return {"backend": "local", "model": self.local.model.name, "version": self.local.model.version,
                 "precision": self.local.precision, "threads": self.local.threads}
 
-    def score(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    def score(self, texts: Sequence[str]) -> Scores:
         probabilities = self.local.probabilities(texts)
-        return probabilities, self.local.labels_for(probabilities)
+        return probabilities, list(self.local.labels_for(probabilities)), [None] * len(texts)
 
     def close(self) -> None:
         """Nothing to release: the session goes with the object."""
@@ -153,16 +157,55 @@ class ServerBackend:
         return {"backend": "server", "target": self.client.target, "model": self._model[0],
                 "version": self._model[1]}
 
-    def score(self, texts: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    @property
+    def labels(self) -> tuple[str, str]:
+        return "negative", "positive"  # fixed by sentiment.v1
+
+    def score(self, texts: Sequence[str]) -> Scores:
+        import grpc
+
         batches = {str(i): list(texts[s:s + self.batch_size])
                    for i, s in enumerate(range(0, len(texts), self.batch_size))}
         waves = max(1, math.ceil(len(batches) / self.concurrency))
-        results = self.client.score_stream(batches, window=self.concurrency, timeout_s=self.timeout_s * waves)
-        predictions = [p for i in range(len(batches)) for p in results[str(i)]]
+        try:
+            results = self.client.score_stream(batches, window=self.concurrency, timeout_s=self.timeout_s * waves)
+            predictions: list[Any] = [p for i in range(len(batches)) for p in results[str(i)]]
+            errors: list[str | None] = [None] * len(texts)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            # A text the server refuses (say, over its length limit) ended the stream: score
+            # request by request, then text by text, so only the refused texts go unscored.
+            predictions, errors = self._one_by_one(list(texts))
         if len(predictions) != len(texts):
             raise RuntimeError(f"server answered {len(predictions)} predictions for {len(texts)} texts")
-        return (np.array([p.probability for p in predictions], dtype=np.float32),
-                [p.label for p in predictions])
+        probabilities = np.array([np.nan if p is None else p.probability for p in predictions], dtype=np.float32)
+        return probabilities, [None if p is None else p.label for p in predictions], errors
+
+    def _one_by_one(self, texts: list[str]) -> tuple[list[Any], list[str | None]]:
+        import grpc
+
+        predictions: list[Any] = []
+        errors: list[str | None] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start:start + self.batch_size]
+            try:
+                predictions += self.client.predict_batch(batch)
+                errors += [None] * len(batch)
+                continue
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
+            for text in batch:
+                try:
+                    predictions.append(self.client.predict(text))
+                    errors.append(None)
+                except grpc.RpcError as exc:
+                    if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                        raise
+                    predictions.append(None)
+                    errors.append(f"server refused the text: {exc.details()}")
+        return predictions, errors
 
     def close(self) -> None:
         self.client.close()

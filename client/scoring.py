@@ -187,13 +187,19 @@ class _Run:
         good = [i for i, text in enumerate(chunk.texts) if text is not None]
         probabilities: list[float | None] = [None] * len(chunk)
         labels: list[str | None] = [None] * len(chunk)
+        errors = list(chunk.errors)
         if good:
-            probs, predicted = self.backend.score([chunk.texts[i] for i in good])  # type: ignore[misc]
-            for i, p, label in zip(good, np.asarray(probs, dtype=np.float32).tolist(), predicted, strict=True):
-                probabilities[i], labels[i] = p, label
+            probs, predicted, refused = self.backend.score([chunk.texts[i] for i in good])  # type: ignore[misc]
+            for i, p, label, error in zip(good, np.asarray(probs, dtype=np.float32).tolist(), predicted, refused,
+                                          strict=True):
+                if error is None:
+                    probabilities[i], labels[i] = p, label
+                else:  # the backend could not score it: a bad row like any other
+                    errors[i] = error
+        good = [i for i in good if errors[i] is None]
         stats = PartStats(chunk.start, chunk.start + len(chunk))
         ids = chunk.rows_as_records() if self.options.id_column else None
-        for i, error in enumerate(chunk.errors):
+        for i, error in enumerate(errors):
             if error is not None:
                 row: dict[str, Any] = {"row": chunk.start + i + 1, "error": error}
                 if ids is not None and self.options.id_column in ids[i]:

@@ -63,11 +63,11 @@ def reference(local_backend):
 class ServerThread:
     """A real ``serve.server`` on a free loopback port, running its asyncio loop in a thread."""
 
-    def __init__(self, repository: Path, load: bool = True) -> None:
+    def __init__(self, repository: Path, load: bool = True, **overrides: Any) -> None:
         from serve.settings import Settings
 
         self.settings = Settings(model_repository=repository, port=0, metrics_port=-1, intra_op_threads=1,
-                                 inter_op_threads=1, grace_period_s=1.0)
+                                 inter_op_threads=1, grace_period_s=1.0, **overrides)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="client-test-server", daemon=True)
         self.thread.start()

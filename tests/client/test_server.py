@@ -81,6 +81,25 @@ def test_unavailable_is_retried_until_the_model_is_loaded(tiny_model: Path, refe
         starting.close()
 
 
+def test_text_the_server_refuses_is_a_bad_row(tmp_path: Path, tiny_model: Path, reference) -> None:
+    strict = ServerThread(tiny_model.parents[1], max_chars_per_text=1000)
+    texts = make_reviews(30, seed=2)
+    texts[11] = "great fun " * 150  # 1500 characters: over this server's limit
+    source = write_rows(tmp_path / "in.txt", [{"text": t} for t in texts])
+    backend = ServerBackend(strict.address, batch_size=4, concurrency=2)
+    try:
+        summary = score_file(source, tmp_path / "out.jsonl", backend, ScoreOptions(chunk_rows=8, progress=False))
+    finally:
+        backend.close()
+        strict.close()
+    out = read_rows(tmp_path / "out.jsonl")
+    assert summary["bad_rows"] == 1 and summary["bad_row_examples"][0]["row"] == 12
+    assert "server refused the text" in summary["bad_row_examples"][0]["error"]
+    assert out[11]["probability"] is None and out[11]["label"] is None
+    scored = [i for i in range(30) if i != 11]
+    assert [out[i]["probability"] for i in scored] == pytest.approx(reference([texts[i] for i in scored]), abs=1e-6)
+
+
 class FakeRpcError(grpc.RpcError):
     def __init__(self, code: grpc.StatusCode) -> None:
         self._code = code
