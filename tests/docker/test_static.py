@@ -126,8 +126,8 @@ def test_compose_trainer_and_scorer_profiles():
     assert any(v.endswith(":/models") for v in services["trainer"]["volumes"]), "trainer writes the repository"
     scorer = services["scorer"]
     assert scorer["profiles"] == ["score"]
-    assert scorer["entrypoint"][-2:] == ["client", "score"]
-    assert "--server" in scorer["command"]
+    assert scorer["entrypoint"][:3] == ["python", "-m", "client"] and scorer["entrypoint"][-1] == "score"
+    assert scorer["entrypoint"][3] == "--server"
     assert scorer["depends_on"]["server"]["condition"] == "service_healthy"
     # Only the host's network stack: no bridge networks, no published ports.
     for name, service in services.items():
