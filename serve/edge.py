@@ -49,6 +49,8 @@ class _Call:
 
     def __init__(self, method: str, metrics: Metrics | None) -> None:
         self.method, self.metrics, self.started = method, metrics, time.perf_counter()
+        if metrics is not None:
+            metrics.request_started(method)
 
     async def fail(self, exc: BaseException, context: grpc.aio.ServicerContext) -> None:
         """Abort the RPC with the status ``exc`` deserves (raises grpc's AbortError)."""

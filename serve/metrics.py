@@ -40,6 +40,8 @@ class Metrics:
                                           buckets=FRACTION_BUCKETS, registry=r)
         self.tokens = Counter(f"{PREFIX}_tokens", "tokens fed to the model, by kind (real or padding)", ["kind"],
                               registry=r)
+        self.in_flight = Gauge(f"{PREFIX}_requests_in_flight", "RPCs being handled now, by method", ["method"],
+                               registry=r)
         self.texts = Counter(f"{PREFIX}_texts", "texts scored", registry=r)
         self.queue_depth_gauge = Gauge(f"{PREFIX}_queue_depth", "texts waiting for the model", registry=r)
         self.model_info = Gauge(f"{PREFIX}_model_info", "the served model (value 1)",
@@ -71,7 +73,11 @@ class Metrics:
         self.model_ready.set(1)
 
     # -- the edge interceptor
+    def request_started(self, method: str) -> None:
+        self.in_flight.labels(method).inc()
+
     def request_done(self, method: str, code: str, seconds: float) -> None:
+        self.in_flight.labels(method).dec()
         self.requests.labels(method, code).inc()
         self.latency.labels(method).observe(seconds)
 

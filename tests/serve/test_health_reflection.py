@@ -1,0 +1,63 @@
+"""grpc.health.v1 (NOT_SERVING until loaded and warm, then SERVING) and server reflection."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from serve.server import HEALTH_NAMES
+from tests.serve.conftest import ServerThread, test_settings
+
+TIMEOUT = 10.0
+SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def check(server: ServerThread, service: str = "") -> int:
+    stub = health_pb2_grpc.HealthStub(server.channel)
+    return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT).status
+
+
+def test_not_serving_until_loaded_and_warm_then_serving(repository) -> None:
+    running = ServerThread(test_settings(repository), load=False)
+    try:
+        watch = health_pb2_grpc.HealthStub(running.channel).Watch(health_pb2.HealthCheckRequest(service=""),
+                                                                  timeout=TIMEOUT)
+        assert next(watch).status == NOT_SERVING
+        assert all(check(running, name) == NOT_SERVING for name in HEALTH_NAMES)
+        running.call(running.server.load())
+        assert next(watch).status == SERVING
+        watch.cancel()
+        assert all(check(running, name) == SERVING for name in HEALTH_NAMES)
+    finally:
+        running.close()
+
+
+def test_unknown_service_is_not_found(server: ServerThread) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        check(server, "no.such.Service")
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_failed_model_load_never_reports_serving(tmp_path) -> None:
+    running = ServerThread(test_settings(tmp_path), load=False)  # empty repository
+    try:
+        with pytest.raises(Exception, match="no model 'imdb-lstm'"):
+            running.call(running.server.load())
+        assert check(running) == NOT_SERVING
+    finally:
+        running.close()
+
+
+def test_reflection_lists_every_service_and_serves_their_descriptors(server: ServerThread) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(server.channel)
+    requests = [reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="sentiment.v1.SentimentService"),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="inference.GRPCInferenceService")]
+    replies = list(stub.ServerReflectionInfo(iter(requests), timeout=TIMEOUT))
+    services = {s.name for s in replies[0].list_services_response.service}
+    assert services == {"sentiment.v1.SentimentService", "inference.GRPCInferenceService", "grpc.health.v1.Health",
+                        "grpc.reflection.v1alpha.ServerReflection"}
+    assert replies[1].file_descriptor_response.file_descriptor_proto
+    assert replies[2].file_descriptor_response.file_descriptor_proto

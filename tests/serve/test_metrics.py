@@ -1,0 +1,44 @@
+"""The Prometheus endpoint: request, latency, queue, compute, batch, padding, depth and model series."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+
+from protos.sentiment.v1 import sentiment_pb2 as pb
+from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+from tests.serve.conftest import REVIEWS, ServerThread
+
+TIMEOUT = 10.0
+
+
+def scrape(server: ServerThread) -> str:
+    url = f"http://127.0.0.1:{server.server.metrics_port}/metrics"
+    return urllib.request.urlopen(url, timeout=TIMEOUT).read().decode()
+
+
+def test_metrics_endpoint_reports_traffic_and_model(server: ServerThread) -> None:
+    api = pb_grpc.SentimentServiceStub(server.channel)
+    api.PredictBatch(pb.PredictBatchRequest(texts=REVIEWS), timeout=TIMEOUT)
+    with pytest.raises(grpc.RpcError):
+        api.Predict(pb.PredictRequest(text=""), timeout=TIMEOUT)
+    text = scrape(server)
+    expected = [
+        'sentiment_requests_total{code="OK",method="/sentiment.v1.SentimentService/PredictBatch"} 1.0',
+        'sentiment_requests_total{code="INVALID_ARGUMENT",method="/sentiment.v1.SentimentService/Predict"} 1.0',
+        'sentiment_request_seconds_count{method="/sentiment.v1.SentimentService/PredictBatch"} 1.0',
+        "sentiment_queue_seconds_count 1.0",
+        "sentiment_compute_seconds_count 1.0",
+        f"sentiment_batch_texts_sum {float(len(REVIEWS))}",
+        "sentiment_queue_depth 0.0",
+        'sentiment_model_info{device="cpu",model="imdb-lstm",precision="fp32",version="1"} 1.0',
+        "sentiment_model_ready 1.0",
+        f"sentiment_texts_total {float(len(REVIEWS))}",
+    ]
+    for line in expected:
+        assert line in text, line
+    assert "sentiment_padding_fraction_count" in text and 'sentiment_tokens_total{kind="padding"}' in text
+    real = float(text.split('sentiment_tokens_total{kind="real"} ')[1].split()[0])
+    assert real >= len(REVIEWS)
