@@ -44,3 +44,9 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .ruff_cache
+
+# Containers end to end (docs/containers.md): needs root and Debian's docker.io, docker-compose,
+# debootstrap; starts dockerd if needed, builds, serves, scores over loopback, removes it all.
+.PHONY: docker-test
+docker-test: $(VENV)/.installed
+	DOCKER_TESTS=1 $(VENV)/bin/python -m pytest -s tests/docker/test_containers.py
