@@ -22,6 +22,7 @@ from serve.settings import Settings
 
 log = logging.getLogger("serve.runtime")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+WARMUP_BATCH, WARMUP_BATCH_LENGTH = 8, 64
 
 
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT, self_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
@@ -105,12 +106,17 @@ class ModelRunner:
         return self.session.run(["probability"], {"input_ids": input_ids, "lengths": lengths})[0]
 
     def warm_up(self, max_batch_size: int) -> float:
-        """Run every length bucket once (first runs allocate and pick kernels); returns seconds taken."""
+        """Run every length bucket once (first runs allocate and pick kernels); returns seconds taken.
+
+        Single rows over every bucket, then one small batch: a full batch at the longest
+        length would cost a second of start-up for no further gain.
+        """
         started = time.perf_counter()
-        for length in warmup_lengths(self.model.max_tokens):
-            for batch in sorted({1, max_batch_size}):
-                ids = np.full((batch, length), self.model.unk_id, dtype=np.int64)
-                self.run(ids, np.full(batch, length, dtype=np.int64))
+        shapes = [(1, length) for length in warmup_lengths(self.model.max_tokens)]
+        shapes.append((min(WARMUP_BATCH, max_batch_size), min(WARMUP_BATCH_LENGTH, self.model.max_tokens)))
+        for batch, length in shapes:
+            ids = np.full((batch, length), self.model.unk_id, dtype=np.int64)
+            self.run(ids, np.full(batch, length, dtype=np.int64))
         return time.perf_counter() - started
 
 

@@ -62,6 +62,9 @@ class Settings:
         ) if getattr(self, name) < low]
         if self.version != "latest" and not (self.version.isdigit() and int(self.version) > 0):
             problems.append(f"version must be a positive integer or 'latest', not {self.version!r}")
+        if self.max_texts_per_request > self.max_queue_size:
+            problems.append(f"max_texts_per_request ({self.max_texts_per_request}) exceeds max_queue_size "
+                            f"({self.max_queue_size}): such requests could never be admitted")
         if problems:
             raise ConfigurationError("invalid settings: " + "; ".join(problems))
 
