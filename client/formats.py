@@ -82,6 +82,14 @@ class Chunk:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def value(self, index: int, column: str) -> Any:
+        """One field of row ``start + index`` (None when the row lacks it)."""
+        if self.records is not None:
+            return self.records[index].get(column)
+        if column not in self.batch.schema.names:
+            return None
+        return self.batch.column(column)[index].as_py()
+
     def rows_as_records(self) -> list[dict[str, Any]]:
         """Each row's input fields as a dict (converting an Arrow batch when needed)."""
         if self.records is not None:

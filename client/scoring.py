@@ -198,12 +198,12 @@ class _Run:
                     errors[i] = error
         good = [i for i in good if errors[i] is None]
         stats = PartStats(chunk.start, chunk.start + len(chunk))
-        ids = chunk.rows_as_records() if self.options.id_column else None
+        id_column = self.options.id_column
         for i, error in enumerate(errors):
             if error is not None:
                 row: dict[str, Any] = {"row": chunk.start + i + 1, "error": error}
-                if ids is not None and self.options.id_column in ids[i]:
-                    row["id"] = ids[i][self.options.id_column]
+                if id_column and chunk.value(i, id_column) is not None:
+                    row["id"] = chunk.value(i, id_column)
                 stats.bad_rows.append(row)
         confusion = Confusion()
         if chunk.gold is not None:

@@ -145,3 +145,24 @@ def test_existing_staging_needs_resume_and_same_settings(tmp_path: Path, local_b
     write_rows(source, rows(31))  # the input changed under the interrupted run
     with pytest.raises(ScoringError, match="input_bytes"):
         score_file(source, output, local_backend, ScoreOptions(chunk_rows=CHUNK, progress=False, resume=True))
+
+
+def test_resume_of_a_finished_run_scores_nothing(tmp_path: Path, local_backend) -> None:
+    source = write_rows(tmp_path / "in.parquet", rows(25))
+    output = tmp_path / "out.parquet"
+    first = score_file(source, output, local_backend, ScoreOptions(chunk_rows=CHUNK, progress=False))
+    before = output.read_bytes()
+    again = score_file(source, output, local_backend, ScoreOptions(chunk_rows=CHUNK, progress=False, resume=True))
+    assert again == first and output.read_bytes() == before
+
+
+def test_parquet_resume_skips_whole_row_groups(tmp_path: Path, local_backend) -> None:
+    data = rows(60)
+    source = write_rows(tmp_path / "in.parquet", data)  # row groups of 7 rows, chunks of 10
+    options = ScoreOptions(chunk_rows=CHUNK, progress=False)
+    score_file(source, tmp_path / "reference.parquet", local_backend, options)
+    output = tmp_path / "out.parquet"
+    ScoringProbe(source, output, local_backend, options).commit_rows(0, 30)
+    summary = score_file(source, output, local_backend, ScoreOptions(chunk_rows=CHUNK, progress=False, resume=True))
+    assert summary["resumed_at_row"] == 30
+    assert read_rows(output) == read_rows(tmp_path / "reference.parquet")
