@@ -33,20 +33,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--server", default=DEFAULT_SERVER, help="gRPC server host:port (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    # The same two options after the subcommand too (`score in.csv --server host:port`);
+    # SUPPRESS keeps a value given before the subcommand when none is given after it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="deadline of each call in seconds")
+    connect = argparse.ArgumentParser(add_help=False, parents=[common])
+    connect.add_argument("--server", default=argparse.SUPPRESS,
+                         help=f"gRPC server host:port (default {DEFAULT_SERVER})")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    predict = commands.add_parser("predict", help="score one or more reviews given on the command line")
+    predict = commands.add_parser("predict", parents=[connect],
+                                  help="score one or more reviews given on the command line")
     predict.add_argument("texts", nargs="+", help="review text(s); each is scored separately")
     predict.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
-    commands.add_parser("health", help="print the server's health status (exit 0 only when SERVING)")
+    commands.add_parser("health", parents=[connect],
+                        help="print the server's health status (exit 0 only when SERVING)")
 
-    score = commands.add_parser("score", help="score a file of reviews into a scored copy of it")
+    score = commands.add_parser("score", parents=[common], help="score a file of reviews into a scored copy of it")
     score.add_argument("input", type=Path, help="CSV/TSV, JSON Lines, Parquet, text (one review per line), "
                                                 "or an aclImdb folder / .tar.gz")
     score.add_argument("--output", type=Path, required=True,
                        help="output file; its extension picks the format (default: the input's)")
     backend = score.add_mutually_exclusive_group()
+    backend.add_argument("--server", default=argparse.SUPPRESS,
+                         help=f"score through the gRPC server at host:port (the default, at {DEFAULT_SERVER})")
     backend.add_argument("--local", metavar="MODEL_PATH",
                          help="score in this process with ONNX Runtime from models/<name>[/<version>]")
     score.add_argument("--ray", action="store_true",

@@ -150,6 +150,16 @@ def test_cli_predict_and_health(server, reference, capsys) -> None:
     assert [r["probability"] for r in lines] == pytest.approx(reference(["great fun", "a dull mess"]), abs=1e-6)
     assert main(["--server", server.address, "health"]) == 0
     assert capsys.readouterr().out.strip() == "SERVING"
+    assert main(["health", "--server", server.address]) == 0  # either side of the subcommand
+
+
+def test_cli_score_through_the_server(tmp_path: Path, server, reference) -> None:
+    texts = make_reviews(20, seed=4)
+    source = write_rows(tmp_path / "in.txt", [{"text": t} for t in texts])
+    assert main(["score", str(source), "--output", str(tmp_path / "out.csv"), "--server", server.address,
+                 "--batch-size", "8", "--concurrency", "2", "--no-progress"]) == 0
+    out = read_rows(tmp_path / "out.csv")
+    assert [float(r["probability"]) for r in out] == pytest.approx(reference(texts), abs=1e-6)
 
 
 def test_client_library_imports_no_onnxruntime() -> None:
