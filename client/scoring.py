@@ -260,8 +260,9 @@ def score_file(input_path: str | Path, output: str | Path, backend: Backend,
                 probabilities, labels, stats = run.score_chunk(chunk)
                 if stats.bad_rows and options.fail_on_bad_rows:
                     first = stats.bad_rows[0]
-                    raise BadRowsError(f"row {first['row']}: {first['error']} (--fail-on-bad-rows); the rows "
-                                       f"before its chunk are committed, fix the input and rerun")
+                    raise BadRowsError(f"stopped at row {first['row']}: {first['error']} (--fail-on-bad-rows). "
+                                       f"The rows before its chunk are kept in {run.staging}: --resume without "
+                                       "--fail-on-bad-rows continues there; a changed input needs a fresh start")
                 parts.append((run.commit(spec, chunk, probabilities, labels, stats), stats))
                 scored_now += len(chunk)
                 bar.update(len(chunk))

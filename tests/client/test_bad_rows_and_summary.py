@@ -79,7 +79,7 @@ def test_fail_on_bad_rows_stops_with_exit_3(tmp_path: Path, tiny_model: Path) ->
     options = ScoreOptions(chunk_rows=4, progress=False, fail_on_bad_rows=True)
     from client.backends import LocalBackend
 
-    with pytest.raises(BadRowsError, match="row 10: empty text"):
+    with pytest.raises(BadRowsError, match="stopped at row 10: empty text"):
         score_file(source, tmp_path / "out.txt", LocalBackend(tiny_model, threads=1), options)
     assert not (tmp_path / "out.txt").exists()
     assert len(list((tmp_path / "out.txt.partial").glob("part-*.txt"))) == 2  # rows before the chunk kept
