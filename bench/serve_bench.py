@@ -1,0 +1,322 @@
+"""Serving benchmark (not a test): the gRPC server under load vs in-process ONNX Runtime and PyTorch.
+
+    python bench/serve_bench.py [--model-repository models] [--threads 2] [--seconds 8]
+
+1. Starts ``python -m serve`` on the shipped model (free loopback ports) and times the cold
+   start: process start to health SERVING.
+2. Drives it with a bounded closed-loop load generator (grpc.aio, one channel) at
+   concurrency 1, 8 and 32, sending single texts (``Predict``) and 32 texts per request
+   (``PredictBatch``), each for ``--seconds`` after a short warm-up; reports texts/s and
+   p50/p99 request latency, and samples the server's RSS all along.
+3. Measures in the same process, with the same texts and thread count:
+   * ONNX Runtime single review: tokenize + run one text (the latency floor for concurrency 1);
+   * ONNX Runtime ceiling: tokenize + run the texts in batches of ``--max-batch-size``
+     after sorting all of them by length (minimal padding: the best this machine can do);
+   * PyTorch eager (the training model from ``--checkpoint``), single and batched the same way.
+
+Texts are IMDB test reviews (``--data``, seeded sample). Results: a Markdown table on stdout
+and JSON + Markdown under ``--out`` (default bench/results/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from serve.preprocessing import encode_texts, pad_batch  # noqa: E402
+
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
+
+
+def machine() -> str:
+    cpus = len(os.sched_getaffinity(0))
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown CPU")
+    return f"{cpus} usable CPU(s), {model}, {platform.system()} {platform.release()}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def load_texts(data: Path, count: int, seed: int) -> list[str]:
+    from train.data import read_reviews
+
+    reviews = read_reviews(data, ("test",))["test"]
+    return [r.text for r in random.Random(seed).sample(reviews, count)]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's RSS every ``period`` seconds until stopped."""
+
+    def __init__(self, pid: int, period: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.period, self.samples = pid, period, []
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(self.period):
+            self.samples.append((time.monotonic(), rss_mb(self.pid)))
+
+
+def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int, int, float]:
+    """Start ``python -m serve``; returns the process, gRPC port, metrics port and seconds to SERVING."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port, metrics_port = free_port(), free_port()
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "serve", "--model-repository", str(args.model_repository), "--port", str(port),
+               "--metrics-port", str(metrics_port), "--intra-op-threads", str(args.threads),
+               "--max-batch-size", str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms),
+               "--log-level", "warning", *args.server_args]
+    started = time.monotonic()
+    proc = subprocess.Popen(command, cwd=ROOT, env=env)
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = health_pb2_grpc.HealthStub(channel)
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                break
+        except grpc.RpcError:
+            pass
+        if time.monotonic() - started > 60:
+            raise RuntimeError("server not SERVING after 60 s")
+        time.sleep(0.005)
+    cold = time.monotonic() - started
+    channel.close()
+    return proc, port, metrics_port, cold
+
+
+async def drive(port: int, texts: list[str], concurrency: int, per_request: int, seconds: float,
+                warmup_s: float) -> dict[str, Any]:
+    """Closed-loop load: ``concurrency`` workers send requests back to back for ``seconds``."""
+    import grpc
+
+    from protos.sentiment.v1 import sentiment_pb2 as pb
+    from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 1 << 26)])
+    stub = pb_grpc.SentimentServiceStub(channel)
+    latencies: list[float] = []
+    counted_texts = 0
+    errors = 0
+    measuring = False
+
+    async def worker(index: int) -> None:
+        nonlocal counted_texts, errors
+        position = index * 997
+        while not stop.is_set():
+            batch = [texts[(position + k) % len(texts)] for k in range(per_request)]
+            position += per_request * concurrency
+            started = time.perf_counter()
+            try:
+                if per_request == 1:
+                    await stub.Predict(pb.PredictRequest(text=batch[0]), timeout=30)
+                else:
+                    await stub.PredictBatch(pb.PredictBatchRequest(texts=batch), timeout=30)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                continue
+            if measuring:
+                latencies.append(time.perf_counter() - started)
+                counted_texts += per_request
+
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(worker(i)) for i in range(concurrency)]
+    await asyncio.sleep(warmup_s)
+    measuring, began = True, time.perf_counter()
+    await asyncio.sleep(seconds)
+    measuring, wall = False, time.perf_counter() - began
+    stop.set()
+    await asyncio.gather(*tasks)
+    await channel.close()
+    lat = np.array(latencies) * 1000
+    return {"concurrency": concurrency, "texts_per_request": per_request, "requests": len(latencies),
+            "errors": errors, "texts_per_s": counted_texts / wall,
+            "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+
+
+def ort_in_process(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+    """Tokenize + ONNX Runtime in this process, same threads and session options as the server."""
+    from serve.repository import load_version
+    from serve.runtime import load_runner
+    from serve.settings import Settings
+
+    settings = Settings(model_repository=args.model_repository, intra_op_threads=args.threads)
+    model = load_version(args.model_repository, "imdb-lstm")
+    runner = load_runner(model, settings)
+    runner.warm_up(args.max_batch_size)
+    tokenizer = model.load_tokenizer()
+
+    def encode(batch: list[str]) -> list[list[int]]:
+        return encode_texts(tokenizer, batch, model.max_tokens, model.head_tokens, model.unk_id)
+
+    singles = []
+    deadline = time.perf_counter() + args.seconds
+    i = 0
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        runner.run(*pad_batch(encode([texts[i % len(texts)]]), model.pad_id))
+        singles.append(time.perf_counter() - started)
+        i += 1
+    ceiling = throughput(lambda chunk: runner.run(*pad_batch(encode(chunk), model.pad_id)), texts, tokenizer,
+                         model, args)
+    return {"single_p50_ms": float(np.median(singles) * 1000), "single_texts_per_s": len(singles) / sum(singles),
+            "ceiling_texts_per_s": ceiling}
+
+
+def throughput(score, texts: list[str], tokenizer, model, args: argparse.Namespace) -> float:
+    """Texts/s scoring ``texts`` sorted by token length in batches of max_batch_size (best of 2 rounds)."""
+    lengths = [len(x) for x in encode_texts(tokenizer, texts, model.max_tokens, model.head_tokens, model.unk_id)]
+    ordered = [texts[i] for i in np.argsort(lengths, kind="stable")]
+    best = 0.0
+    for _ in range(2):
+        started = time.perf_counter()
+        for start in range(0, len(ordered), args.max_batch_size):
+            score(ordered[start:start + args.max_batch_size])
+        best = max(best, len(ordered) / (time.perf_counter() - started))
+    return best
+
+
+def torch_in_process(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
+    """PyTorch eager with the training model (bench only: serving never imports torch)."""
+    import torch
+
+    from serve.repository import load_version
+    from train.batching import pad_batch as pad_batch_torch
+    from train.checkpoint import load_checkpoint, restore_model
+
+    torch.set_num_threads(args.threads)
+    model, tokenizer = restore_model(load_checkpoint(args.checkpoint))
+    model.eval()
+    meta = load_version(args.model_repository, "imdb-lstm")
+
+    @torch.inference_mode()
+    def score(chunk: list[str]) -> None:
+        ids = encode_texts(tokenizer, chunk, meta.max_tokens, meta.head_tokens, meta.unk_id)
+        input_ids, lengths = pad_batch_torch(ids, meta.pad_id)
+        torch.sigmoid(model(input_ids, lengths))
+
+    singles = []
+    deadline = time.perf_counter() + args.seconds
+    i = 0
+    while time.perf_counter() < deadline:
+        started = time.perf_counter()
+        score([texts[i % len(texts)]])
+        singles.append(time.perf_counter() - started)
+        i += 1
+    return {"single_p50_ms": float(np.median(singles) * 1000), "single_texts_per_s": len(singles) / sum(singles),
+            "batched_texts_per_s": throughput(score, texts, tokenizer, meta, args)}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    ort_, torch_ = results["onnxruntime_in_process"], results.get("pytorch_in_process")
+    lines = [f"Machine: {results['machine']}; ONNX Runtime threads: {results['threads']}; "
+             f"{results['texts']} IMDB test reviews; {results['seconds']} s per row; `{results['command']}`", "",
+             "| load | server texts/s | p50 ms | p99 ms | vs in-process ceiling |",
+             "|---|---:|---:|---:|---:|"]
+    for row in results["server"]:
+        load = f"c={row['concurrency']}, {row['texts_per_request']} text(s)/request"
+        lines.append(f"| {load} | {row['texts_per_s']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+                     f"{row['texts_per_s'] / ort_['ceiling_texts_per_s']:.2f}x |")
+    lines += ["", "| in-process | single review p50 ms | single texts/s | batched texts/s (sorted, "
+              f"batch {results['max_batch_size']}) |", "|---|---:|---:|---:|",
+              f"| ONNX Runtime | {ort_['single_p50_ms']:.2f} | {ort_['single_texts_per_s']:.0f} | "
+              f"{ort_['ceiling_texts_per_s']:.0f} |"]
+    if torch_:
+        lines.append(f"| PyTorch eager | {torch_['single_p50_ms']:.2f} | {torch_['single_texts_per_s']:.0f} | "
+                     f"{torch_['batched_texts_per_s']:.0f} |")
+    rss = results["server_rss_mb"]
+    lines += ["", f"Cold start (process start to SERVING): {results['cold_start_s']:.2f} s. Server RSS: "
+              f"{rss['after_start']:.0f} MB after start, {rss['peak']:.0f} MB peak under load, "
+              f"{rss['first_load_row_end']:.0f} MB after the first load row, {rss['end']:.0f} MB at the end."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
+    parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "best.pt")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("IMDB_DATA", DEFAULT_DATA)))
+    parser.add_argument("--texts", type=int, default=2000, help="reviews sampled from the test split")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-queue-delay-ms", type=float, default=0.0)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per load row")
+    parser.add_argument("--warmup-s", type=float, default=1.5)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--per-request", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra flags for python -m serve")
+    args = parser.parse_args()
+
+    texts = load_texts(args.data, args.texts, seed=0)
+    proc, port, _, cold = start_server(args)
+    sampler = RssSampler(proc.pid)
+    rss_start = rss_mb(proc.pid)
+    sampler.start()
+    rows, first_row_end = [], None
+    try:
+        for per_request in args.per_request:
+            for concurrency in args.concurrency:
+                row = asyncio.run(drive(port, texts, concurrency, per_request, args.seconds, args.warmup_s))
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                first_row_end = first_row_end or rss_mb(proc.pid)
+    finally:
+        sampler.halt.set()
+        sampler.join()
+        rss_end = rss_mb(proc.pid)
+        proc.terminate()
+        proc.wait(30)
+    results: dict[str, Any] = {
+        "machine": machine(), "threads": args.threads, "texts": len(texts), "seconds": args.seconds,
+        "max_batch_size": args.max_batch_size, "max_queue_delay_ms": args.max_queue_delay_ms,
+        "command": "python bench/serve_bench.py " + " ".join(sys.argv[1:]),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cold_start_s": cold, "server": rows,
+        "server_rss_mb": {"after_start": rss_start, "peak": max(mb for _, mb in sampler.samples),
+                          "first_load_row_end": first_row_end, "end": rss_end,
+                          "samples": [round(mb, 1) for _, mb in sampler.samples[::4]]},
+        "server_exit_code": proc.returncode,
+    }
+    results["onnxruntime_in_process"] = ort_in_process(args, texts)
+    if not args.no_torch:
+        results["pytorch_in_process"] = torch_in_process(args, texts)
+    table = markdown(results)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve_bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "serve_bench.md").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
