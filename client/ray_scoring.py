@@ -141,7 +141,8 @@ def score_with_ray(input_path: str | Path, output: str | Path, model_path: str |
         if text_column not in dataset.schema().names:
             raise FormatError(f"{input_path}: no column {text_column!r} (columns: {dataset.schema().names})")
         scored = dataset.map_batches(
-            ScoringActor, batch_format="pyarrow", batch_size=max(batch_size, 256), concurrency=pool,
+            ScoringActor, batch_format="pyarrow", batch_size=max(batch_size, 1024),  # sorted by length within each call
+            compute=ray.data.ActorPoolStrategy(size=pool),
             num_cpus=threads, fn_constructor_args=(str(model_path), threads, batch_size, precision, text_column,
                                                    options.probability_column, options.prediction_column))
         staging = output.with_name(output.name + ".partial")
