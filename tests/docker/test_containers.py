@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -143,13 +144,13 @@ def ensure_wheelhouse(stack: contextlib.ExitStack, group: str, keep: bool) -> No
         stack.callback(shutil.rmtree, folder, ignore_errors=True)
 
 
-def build_image(stack: contextlib.ExitStack, tag: str, requirements: str) -> None:
+def build_image(stack: contextlib.ExitStack, tag: str, dockerfile: str, *build_args: str) -> None:
     """docker build with the classic builder (what Debian's docker.io and docker-compose use)."""
     before = build_stage_images()
     stack.callback(remove_new_build_stages, before)
     stack.callback(run, "docker", "rmi", tag, check=False)
-    run("docker", "build", "--network", "host", "--file", "docker/serve.Dockerfile", "--tag", tag,
-        "--build-arg", f"BASE_IMAGE={BASE_IMAGE}", "--build-arg", f"REQUIREMENTS={requirements}", ".",
+    args = [a for arg in (f"BASE_IMAGE={BASE_IMAGE}", *build_args) for a in ("--build-arg", arg)]
+    run("docker", "build", "--network", "host", "--file", dockerfile, "--tag", tag, *args, ".",
         env={"DOCKER_BUILDKIT": "0"})
 
 
@@ -166,6 +167,8 @@ class Stack:
     metrics_port: int
     container: str
     timings: dict[str, float]
+    cleanup: contextlib.ExitStack
+    keep: bool
 
     def compose(self, *args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
         return run("docker-compose", "--project-name", self.project, *args, env=self.env, check=check,
@@ -210,18 +213,21 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
             ensure_wheelhouse(cleanup, "client", keep)
         serve_image, client_image = f"imdb-edge/serve:test-{suffix}", f"imdb-edge/client:test-{suffix}"
         with timed("build serving image", timings):
-            build_image(cleanup, serve_image, "serve")
+            build_image(cleanup, serve_image, "docker/serve.Dockerfile", "REQUIREMENTS=serve")
         with timed("build client image", timings):
-            build_image(cleanup, client_image, "client")
+            build_image(cleanup, client_image, "docker/serve.Dockerfile", "REQUIREMENTS=client")
         score_dir = workdir / "score"
         score_dir.mkdir()
         os.chmod(score_dir, 0o777)  # the scorer runs as the images' uid 10001
         grpc_port, metrics_port = free_port(), free_port()
+        data = Path(os.environ.get("IMDB_DATA", DEFAULT_DATA))
         env = {"SERVE_IMAGE": serve_image, "CLIENT_IMAGE": client_image, "BASE_IMAGE": BASE_IMAGE,
+               "TRAIN_IMAGE": f"imdb-edge/train:test-{suffix}", "IMDB_DATA_DIR": str(data.parent),
+               "IMDB_DATA_FILE": data.name,
                "SENTIMENT_PORT": str(grpc_port), "SENTIMENT_METRICS_PORT": str(metrics_port),
                "SENTIMENT_HOST": "127.0.0.1", "HEALTHCHECK_INTERVAL": "2s", "SCORE_DIR": str(score_dir)}
         project = f"imdbtest{suffix}"
-        partial = Stack(project, env, f"127.0.0.1:{grpc_port}", metrics_port, "", timings)
+        partial = Stack(project, env, f"127.0.0.1:{grpc_port}", metrics_port, "", timings, cleanup, keep)
         # Containers, the named volumes (models, runs) and anything the score profile started.
         cleanup.callback(partial.compose, "--profile", "score", "down", "--volumes", "--remove-orphans",
                          check=False)
@@ -229,7 +235,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
             partial.compose("up", "--detach", "--no-build", "server")
             container = partial.compose("ps", "--quiet", "server").stdout.strip()
             wait_healthy(container)
-        yield Stack(project, env, partial.grpc, metrics_port, container, timings)
+        yield dataclasses.replace(partial, container=container)
 
 
 def read_reviews(limit: int = 48) -> list[str]:
@@ -346,3 +352,47 @@ def test_metrics_endpoint_counts_the_texts(stack: Stack, reviews):
     before = scrape_texts_total(stack.metrics_port)
     run(sys.executable, "-m", "client", "--server", stack.grpc, "predict", *reviews[:5])
     assert scrape_texts_total(stack.metrics_port) - before == 5
+
+
+def predict_json(stack: Stack, texts: list[str]) -> list[dict]:
+    result = run(sys.executable, "-m", "client", "--server", stack.grpc, "predict", "--json", *texts)
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def in_process_version(version_dir: Path, texts: list[str]) -> np.ndarray:
+    from serve.preprocessing import encode_texts, pad_batch
+    from serve.repository import load_version, open_session
+
+    model = load_version(version_dir.parent.parent, MODEL_NAME, int(version_dir.name))
+    session = open_session(model, "fp32")
+    ids = encode_texts(model.load_tokenizer(), texts, model.max_tokens, model.head_tokens, model.unk_id)
+    input_ids, lengths = pad_batch(ids, model.pad_id)
+    (output,) = session.run(["probability"], {"input_ids": input_ids, "lengths": lengths})
+    return output.astype(np.float64)
+
+
+@pytest.mark.skipif(os.environ.get("DOCKER_TRAIN_TESTS") != "1",
+                    reason="trainer profile: set DOCKER_TRAIN_TESTS=1 too (builds the PyTorch image, trains)")
+def test_trainer_profile_exports_a_version_the_server_serves_after_restart(stack: Stack, reviews, tmp_path):
+    """Train (a short smoke run) and export into the shared volume, restart, get the new version."""
+    (served_before,) = {a["version"] for a in predict_json(stack, reviews[:3])}
+    with timed("wheelhouse train", stack.timings):
+        ensure_wheelhouse(stack.cleanup, "train", stack.keep)
+    with timed("build training image", stack.timings):
+        build_image(stack.cleanup, stack.env["TRAIN_IMAGE"], "docker/train.Dockerfile")
+    with timed("trainer run", stack.timings):
+        stack.compose("--profile", "train", "run", "--rm", "-e",
+                      "EXPORT_ARGS=--eval-limit 200 --parity-limit 50 --bench-texts 50", "trainer",
+                      "--preset", "smoke", "--epochs", "1", "--train-limit", "1000", timeout=1800)
+    new_version = served_before + 1
+    with timed("restart server", stack.timings):
+        stack.compose("restart", "server")
+        wait_healthy(stack.container)
+    answers = predict_json(stack, reviews)
+    assert {a["version"] for a in answers} == {new_version}, answers[:1]
+    # The exported version, copied out of the shared volume, scored in this process.
+    (tmp_path / MODEL_NAME).mkdir()
+    run("docker", "cp", f"{stack.container}:/models/{MODEL_NAME}/{new_version}",
+        str(tmp_path / MODEL_NAME / str(new_version)))
+    expected = in_process_version(tmp_path / MODEL_NAME / str(new_version), reviews)
+    np.testing.assert_allclose([a["probability"] for a in answers], expected, rtol=0, atol=1e-5)
