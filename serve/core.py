@@ -74,6 +74,10 @@ class InferenceCore:
         self._tokenizer: Tokenizer | None = None
         self._batcher: Batcher[list[str], list[Prediction]] | None = None
         self.ready = False
+        # Dynamic quantization (int8) scales activations by the whole input tensor, so a row's
+        # result would depend on its batch-mates: int8 runs each text alone, keeping the promise
+        # that batching never changes a result (coalescing still saves the thread hops).
+        self._rows_per_run = settings.max_batch_size if settings.precision == "fp32" else 1
 
     @property
     def model(self) -> ModelVersion:
@@ -159,7 +163,7 @@ class InferenceCore:
         ids = encode_texts(self._tokenizer, texts, model.max_tokens, model.head_tokens, model.unk_id)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         probabilities = np.empty(len(ids), dtype=np.float32)
-        for group in length_groups(lengths, self.settings.max_batch_size):
+        for group in length_groups(lengths, self._rows_per_run):
             input_ids, group_lengths = pad_batch([ids[i] for i in group], model.pad_id)
             probabilities[group] = self.runner.run(input_ids, group_lengths)
             if self._observer is not None:

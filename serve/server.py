@@ -54,7 +54,12 @@ class Server:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.grpc.start()
         if self.settings.metrics_port >= 0:
-            self.metrics_port = self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
+            try:
+                self.metrics_port = self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
+            except OSError as exc:
+                await self.grpc.stop(0)
+                raise ConfigurationError(f"cannot serve metrics on {self.settings.host}:"
+                                         f"{self.settings.metrics_port}: {exc}") from exc
 
     async def load(self) -> None:
         """Load and warm the model, then report SERVING."""
