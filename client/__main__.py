@@ -171,6 +171,10 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"error: server {args.server}: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
+    except ImportError as exc:  # a client-only install has no onnxruntime (--local) or ray (--ray)
+        print(f"error: {exc}. --local needs the 'serve' extra (pip install -e '.[serve]'), --ray the 'ray' "
+              "extra; --server needs neither", file=sys.stderr)
+        return 1
     except BadRowsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
