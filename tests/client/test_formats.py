@@ -106,3 +106,10 @@ def test_jsonl_keeps_json_types(tmp_path: Path, local_backend) -> None:
     assert [{k: r[k] for k in rows[0]} for r in out] == rows
     assert all(isinstance(r["probability"], float) for r in out)
     json.dumps(out)  # plain JSON values only
+
+
+def test_progress_bar_shows_rows_rate_and_total(tmp_path: Path, local_backend, capsys) -> None:
+    source = write_rows(tmp_path / "in.csv", table())
+    score_file(source, tmp_path / "out.csv", local_backend, ScoreOptions(chunk_rows=10, progress=True))
+    err = capsys.readouterr().err
+    assert "rows/s" in err and "/103" in err  # rate, and the total the ETA is computed from
