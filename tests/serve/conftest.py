@@ -39,14 +39,13 @@ REVIEWS = [
 ]
 
 
-def test_settings(repository: Path, **overrides: Any) -> Settings:
+def make_settings(repository: Path, **overrides: Any) -> Settings:
     """Settings for a test server: free ports, one ORT thread, small limits where asked."""
     base = Settings(model_repository=repository, port=0, metrics_port=0, intra_op_threads=1,
                     inter_op_threads=1, grace_period_s=2.0)
     return dataclasses.replace(base, **overrides)
 
 
-test_settings.__test__ = False  # a helper, not a test
 
 
 class ServerThread:
@@ -93,7 +92,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(repository: Path) -> Iterator[ServerThread]:
     """A loaded, SERVING server with default limits, one per test module."""
-    running = ServerThread(test_settings(repository))
+    running = ServerThread(make_settings(repository))
     yield running
     running.close()
 

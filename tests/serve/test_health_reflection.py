@@ -8,7 +8,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from serve.server import HEALTH_NAMES
-from tests.serve.conftest import ServerThread, test_settings
+from tests.serve.conftest import ServerThread, make_settings
 
 TIMEOUT = 10.0
 SERVING, NOT_SERVING = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
@@ -20,7 +20,7 @@ def check(server: ServerThread, service: str = "") -> int:
 
 
 def test_not_serving_until_loaded_and_warm_then_serving(repository) -> None:
-    running = ServerThread(test_settings(repository), load=False)
+    running = ServerThread(make_settings(repository), load=False)
     try:
         watch = health_pb2_grpc.HealthStub(running.channel).Watch(health_pb2.HealthCheckRequest(service=""),
                                                                   timeout=TIMEOUT)
@@ -41,7 +41,7 @@ def test_unknown_service_is_not_found(server: ServerThread) -> None:
 
 
 def test_failed_model_load_never_reports_serving(tmp_path) -> None:
-    running = ServerThread(test_settings(tmp_path), load=False)  # empty repository
+    running = ServerThread(make_settings(tmp_path), load=False)  # empty repository
     try:
         with pytest.raises(Exception, match="no model 'imdb-lstm'"):
             running.call(running.server.load())

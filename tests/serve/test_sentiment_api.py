@@ -12,7 +12,7 @@ import pytest
 
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from tests.serve.conftest import REVIEWS, ServerThread, test_settings
+from tests.serve.conftest import REVIEWS, ServerThread, make_settings
 
 TIMEOUT = 10.0
 
@@ -96,7 +96,7 @@ class GatedRunner:
 @pytest.fixture
 def gated(repository) -> Iterator[tuple[ServerThread, GatedRunner]]:
     """A server with a small queue whose model runs wait for the test (fake timing, real model)."""
-    running = ServerThread(test_settings(repository, max_queue_size=8, max_texts_per_request=8,
+    running = ServerThread(make_settings(repository, max_queue_size=8, max_texts_per_request=8,
                                          max_message_bytes=4096))
     runner = GatedRunner(running.server.core.runner)
     running.server.core.runner = runner
@@ -153,7 +153,7 @@ def test_oversized_message_is_refused_by_size(gated) -> None:
 
 
 def test_requests_before_the_model_is_ready_get_unavailable(repository) -> None:
-    running = ServerThread(test_settings(repository), load=False)
+    running = ServerThread(make_settings(repository), load=False)
     try:
         with pytest.raises(grpc.RpcError) as info:
             stub(running).Predict(pb.PredictRequest(text="good"), timeout=TIMEOUT)

@@ -14,7 +14,7 @@ from serve.kserve_codec import encode_bytes_tensor
 from serve.preprocessing import encode_texts, pad_batch
 from serve.repository import list_versions, load_version, open_session
 from tests.conftest import REPO_ROOT
-from tests.serve.conftest import ServerThread, test_settings
+from tests.serve.conftest import ServerThread, make_settings
 
 SHIPPED = REPO_ROOT / "models"
 TIMEOUT = 30.0
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(not (SHIPPED / "imdb-lstm").is_dir() or not list
 
 @pytest.fixture(scope="module")
 def shipped() -> ServerThread:
-    running = ServerThread(test_settings(SHIPPED, max_batch_size=16))
+    running = ServerThread(make_settings(SHIPPED, max_batch_size=16))
     yield running
     running.close()
 
