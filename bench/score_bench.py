@@ -194,17 +194,21 @@ def peak_rss(command: list[str], sample_every_s: float = 1.0) -> dict[str, Any]:
     started = time.monotonic()
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL)
     samples: list[tuple[float, float]] = []
-    while proc.poll() is None:
+    while True:
+        # wait4 (not Popen.poll, which would reap the child first) gives the child's ru_maxrss.
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
         try:
-            status = Path(f"/proc/{proc.pid}/status").read_text()
-            kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")))
+            text = Path(f"/proc/{proc.pid}/status").read_text()
+            kib = int(next(line.split()[1] for line in text.splitlines() if line.startswith("VmRSS:")))
             samples.append((round(time.monotonic() - started, 1), round(kib / 1024, 1)))
         except (OSError, StopIteration):
             pass
         time.sleep(sample_every_s)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{' '.join(command)} exited with status {status}")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with status {proc.returncode}")
     return {"peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "seconds": time.monotonic() - started,
             "rss_samples_mib": samples}
 
