@@ -18,6 +18,8 @@ import logging
 import sys
 from pathlib import Path
 
+from client.formats import FORMATS, OUTPUT_FORMATS
+
 DEFAULT_SERVER = "127.0.0.1:8001"
 
 
@@ -68,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--id-column", default="id", help="column identifying a row in the bad-rows file")
     score.add_argument("--label-column", default="sentiment",
                        help="gold label column; when present, accuracy/precision/recall/F1 are reported")
-    score.add_argument("--input-format", default=None, help="override the format guessed from the input name")
-    score.add_argument("--output-format", default=None, help="override the format guessed from --output")
+    score.add_argument("--input-format", choices=FORMATS, default=None,
+                       help="override the format guessed from the input name")
+    score.add_argument("--output-format", choices=OUTPUT_FORMATS, default=None,
+                       help="override the format guessed from --output")
     score.add_argument("--probability-column", default="probability", help="name of the added P(positive) column")
     score.add_argument("--prediction-column", default="label", help="name of the added predicted-label column")
     score.add_argument("--batch-size", type=_positive, default=64, help="texts per inference batch / request")

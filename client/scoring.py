@@ -28,6 +28,7 @@ import numpy as np
 from client.backends import Backend
 from client.evaluation import Confusion, format_metrics, parse_gold
 from client.formats import (
+    OUTPUT_FORMATS,
     Chunk,
     FormatError,
     OutputSpec,
@@ -149,9 +150,9 @@ class _Run:
         self.in_fmt = detect_format(input_path, options.input_format)
         self.out_fmt = options.output_format or (
             detect_format(output) if output.suffix else self.in_fmt)
-        if self.out_fmt == "aclimdb":
-            raise FormatError("aclImdb is an input format only: give --output a .csv, .tsv, .jsonl, .parquet "
-                              "or .txt name")
+        if self.out_fmt not in OUTPUT_FORMATS:
+            raise FormatError(f"cannot write {self.out_fmt}: give --output a .csv, .tsv, .jsonl, .parquet or .txt "
+                              "name (aclImdb is an input format only)")
         self.ext = _EXT[self.out_fmt]
         self.staging = staging_dir(output)
         labels = getattr(backend, "labels", ("negative", "positive"))
