@@ -10,9 +10,11 @@
    p50/p99 request latency, and samples the server's RSS all along.
 3. Measures in the same process, with the same texts and thread count:
    * ONNX Runtime single review: tokenize + run one text (the latency floor for concurrency 1);
-   * ONNX Runtime ceiling: tokenize + run the texts in batches of ``--max-batch-size``
-     after sorting all of them by length (minimal padding: the best this machine can do);
-   * PyTorch eager (the training model from ``--checkpoint``), single and batched the same way.
+   * ONNX Runtime ceiling: tokenize + run all texts sorted by length (minimal padding), the
+     best of one run at a time on all threads or one single-threaded run per CPU, over run
+     sizes 4..64: the most this machine does in-process;
+   * PyTorch eager (the training model from ``--checkpoint``, ``torch.set_num_threads``
+     = the same CPUs), single and length-sorted batches of 16 and 64.
 
 Texts are IMDB test reviews (``--data``, seeded sample). Results: a Markdown table on stdout
 and JSON + Markdown under ``--out`` (default bench/results/).
@@ -92,7 +94,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int, int, 
     port, metrics_port = free_port(), free_port()
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "serve", "--model-repository", str(args.model_repository), "--port", str(port),
-               "--metrics-port", str(metrics_port), "--intra-op-threads", str(args.threads),
+               "--metrics-port", str(metrics_port), "--workers", str(args.threads),
                "--max-batch-size", str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms),
                "--log-level", "warning", *args.server_args]
     started = time.monotonic()
@@ -165,20 +167,25 @@ async def drive(port: int, texts: list[str], concurrency: int, per_request: int,
 
 
 def ort_in_process(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
-    """Tokenize + ONNX Runtime in this process, same threads and session options as the server."""
+    """Tokenize + ONNX Runtime in this process on the same CPUs as the server.
+
+    The ceiling is the best of several ways to use those CPUs: one run at a time with all
+    threads, or one single-threaded run per CPU in parallel, each over run sizes 4..64 of
+    length-sorted texts.
+    """
     from serve.repository import load_version
     from serve.runtime import load_runner
     from serve.settings import Settings
 
-    settings = Settings(model_repository=args.model_repository, intra_op_threads=args.threads)
     model = load_version(args.model_repository, "imdb-lstm")
-    runner = load_runner(model, settings)
-    runner.warm_up(args.max_batch_size)
     tokenizer = model.load_tokenizer()
 
     def encode(batch: list[str]) -> list[list[int]]:
         return encode_texts(tokenizer, batch, model.max_tokens, model.head_tokens, model.unk_id)
 
+    runner = load_runner(model, Settings(model_repository=args.model_repository, workers=1,
+                                         intra_op_threads=args.threads))
+    runner.warm_up(8)
     singles = []
     deadline = time.perf_counter() + args.seconds
     i = 0
@@ -187,22 +194,33 @@ def ort_in_process(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]
         runner.run(*pad_batch(encode([texts[i % len(texts)]]), model.pad_id))
         singles.append(time.perf_counter() - started)
         i += 1
-    ceiling = throughput(lambda chunk: runner.run(*pad_batch(encode(chunk), model.pad_id)), texts, tokenizer,
-                         model, args)
+    configs = {}
+    for callers, threads in ((1, args.threads), (args.threads, 1)):
+        runner = load_runner(model, Settings(model_repository=args.model_repository, workers=callers,
+                                             intra_op_threads=threads))
+        runner.warm_up(8)
+        for rows in (4, 8, 16, 32, 64):
+            configs[f"{callers} run(s) x {threads} thread(s), {rows} rows"] = throughput(
+                lambda chunk, runner=runner: runner.run(*pad_batch(encode(chunk), model.pad_id)), texts, tokenizer,
+                model, rows, callers)
+    best = max(configs, key=configs.get)
     return {"single_p50_ms": float(np.median(singles) * 1000), "single_texts_per_s": len(singles) / sum(singles),
-            "ceiling_texts_per_s": ceiling}
+            "ceiling_texts_per_s": configs[best], "ceiling_config": best, "configs": configs}
 
 
-def throughput(score, texts: list[str], tokenizer, model, args: argparse.Namespace) -> float:
-    """Texts/s scoring ``texts`` sorted by token length in batches of max_batch_size (best of 2 rounds)."""
+def throughput(score, texts: list[str], tokenizer, model, rows: int, callers: int = 1) -> float:
+    """Texts/s scoring ``texts`` sorted by token length in chunks of ``rows``, ``callers`` at once (best of 2)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     lengths = [len(x) for x in encode_texts(tokenizer, texts, model.max_tokens, model.head_tokens, model.unk_id)]
     ordered = [texts[i] for i in np.argsort(lengths, kind="stable")]
+    chunks = [ordered[start:start + rows] for start in range(0, len(ordered), rows)]
     best = 0.0
-    for _ in range(2):
-        started = time.perf_counter()
-        for start in range(0, len(ordered), args.max_batch_size):
-            score(ordered[start:start + args.max_batch_size])
-        best = max(best, len(ordered) / (time.perf_counter() - started))
+    with ThreadPoolExecutor(callers) as pool:
+        for _ in range(2):
+            started = time.perf_counter()
+            list(pool.map(score, chunks))
+            best = max(best, len(ordered) / (time.perf_counter() - started))
     return best
 
 
@@ -234,7 +252,8 @@ def torch_in_process(args: argparse.Namespace, texts: list[str]) -> dict[str, An
         singles.append(time.perf_counter() - started)
         i += 1
     return {"single_p50_ms": float(np.median(singles) * 1000), "single_texts_per_s": len(singles) / sum(singles),
-            "batched_texts_per_s": throughput(score, texts, tokenizer, meta, args)}
+            "batched_texts_per_s": max(throughput(score, texts, tokenizer, meta, rows) for rows in (16, 64)),
+            "threads": args.threads}
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -247,13 +266,14 @@ def markdown(results: dict[str, Any]) -> str:
         load = f"c={row['concurrency']}, {row['texts_per_request']} text(s)/request"
         lines.append(f"| {load} | {row['texts_per_s']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
                      f"{row['texts_per_s'] / ort_['ceiling_texts_per_s']:.2f}x |")
-    lines += ["", "| in-process | single review p50 ms | single texts/s | batched texts/s (sorted, "
-              f"batch {results['max_batch_size']}) |", "|---|---:|---:|---:|",
+    lines += ["", "| in-process | single review p50 ms | single texts/s | best batched texts/s (length-sorted) |",
+              "|---|---:|---:|---:|",
               f"| ONNX Runtime | {ort_['single_p50_ms']:.2f} | {ort_['single_texts_per_s']:.0f} | "
               f"{ort_['ceiling_texts_per_s']:.0f} |"]
     if torch_:
         lines.append(f"| PyTorch eager | {torch_['single_p50_ms']:.2f} | {torch_['single_texts_per_s']:.0f} | "
                      f"{torch_['batched_texts_per_s']:.0f} |")
+    lines.append(f"\nONNX Runtime ceiling configuration: {ort_['ceiling_config']}.")
     rss = results["server_rss_mb"]
     lines += ["", f"Cold start (process start to SERVING): {results['cold_start_s']:.2f} s. Server RSS: "
               f"{rss['after_start']:.0f} MB after start, {rss['peak']:.0f} MB peak under load, "

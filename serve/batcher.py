@@ -1,12 +1,14 @@
 """An asyncio dynamic batcher, independent of gRPC and of the model.
 
-Callers ``await batcher.submit(item, size)``; one worker task takes queued items in arrival
-order, up to ``max_batch_size`` units (texts), and hands them to ``process`` in a worker
-thread, so the event loop stays free while the model runs. Policy:
+Callers ``await batcher.submit(item, size)``; a dispatcher task takes queued items in
+arrival order, up to ``max_batch_size`` units (texts), and hands them to ``process`` in a
+worker thread, so the event loop stays free while the model runs. Up to ``max_concurrent``
+batches run at once (one per worker thread). Policy:
 
-* An idle batcher dispatches a new item at once: a lone request never waits out a window.
-* Items that arrive while a batch runs are coalesced into the next one; with
-  ``max_delay_s > 0`` the next batch may also wait that long to fill up (only under load).
+* A batcher with a free worker dispatches a new item at once: a lone request never waits
+  out a window.
+* Items that arrive while every worker is busy are coalesced into the next batch; with
+  ``max_delay_s > 0`` that batch may also wait that long to fill up (only under load).
 * The queue is bounded in units: a submit that would overflow it raises
   :class:`~serve.errors.Overloaded` at once.
 * Items whose deadline has passed, or whose caller gave up, are dropped before ``process``.
@@ -50,19 +52,22 @@ class Batcher(Generic[T, R]):
     """Coalesces concurrent submissions into calls of ``process(items) -> results`` (same order)."""
 
     def __init__(self, process: Callable[[list[T]], Sequence[R]], *, max_batch_size: int, max_queue_size: int,
-                 max_delay_s: float = 0.0, executor: concurrent.futures.Executor | None = None,
-                 observer: BatchObserver | None = None) -> None:
+                 max_delay_s: float = 0.0, max_concurrent: int = 1,
+                 executor: concurrent.futures.Executor | None = None, observer: BatchObserver | None = None) -> None:
         self._process = process
         self._max_batch_size = max_batch_size
         self._max_queue_size = max_queue_size
         self._max_delay_s = max_delay_s
+        self._max_concurrent = max_concurrent
         self._own_executor = executor is None
-        self._executor = executor or concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batcher")
+        self._executor = executor or concurrent.futures.ThreadPoolExecutor(max_concurrent, thread_name_prefix="batcher")
         self._observer = observer
         self._queue: collections.deque[_Pending[T, R]] = collections.deque()
         self._queued_units = 0
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._slots: asyncio.Semaphore | None = None
+        self._running: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @property
@@ -83,6 +88,7 @@ class Batcher(Generic[T, R]):
         loop = asyncio.get_running_loop()
         if self._worker is None:  # created lazily so that the queue lives in the caller's loop
             self._wakeup = asyncio.Event()
+            self._slots = asyncio.Semaphore(self._max_concurrent)
             self._worker = loop.create_task(self._run(), name="batcher")
         pending = _Pending(item, size, deadline, time.monotonic(), loop.create_future())
         self._queue.append(pending)
@@ -103,6 +109,8 @@ class Batcher(Generic[T, R]):
             assert self._wakeup is not None
             self._wakeup.set()
             await self._worker
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
         if self._own_executor:
             self._executor.shutdown(wait=True)
 
@@ -111,26 +119,33 @@ class Batcher(Generic[T, R]):
             self._observer.queue_depth(self._queued_units)
 
     async def _run(self) -> None:
-        assert self._wakeup is not None
+        assert self._wakeup is not None and self._slots is not None
         loop = asyncio.get_running_loop()
-        busy = False  # was a batch just processed? (only then is waiting for a fuller batch worth it)
         while True:
             if not self._queue:
                 if self._closed:
                     return
-                busy = False
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             if self._closed:
                 self._fail_all(ModelNotReady("the server is shutting down"))
                 continue
-            if busy and self._max_delay_s > 0:
+            # Items queued while every worker was busy: load is high, so a fuller batch may be worth a wait.
+            under_load = self._slots.locked()
+            await self._slots.acquire()
+            if self._closed:  # closed while waiting for a worker: queued items are refused above
+                self._slots.release()
+                continue
+            if under_load and self._max_delay_s > 0:
                 await self._fill(self._max_delay_s)
             batch = self._take()
-            if batch:
-                await self._execute(loop, batch)
-                busy = True
+            if not batch:
+                self._slots.release()
+                continue
+            task = loop.create_task(self._execute(loop, batch))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _fill(self, delay: float) -> None:
         """Wait until the queue holds a full batch, or ``delay`` seconds pass."""
@@ -166,6 +181,13 @@ class Batcher(Generic[T, R]):
         return batch
 
     async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[T, R]]) -> None:
+        try:
+            await self._execute_batch(loop, batch)
+        finally:
+            assert self._slots is not None
+            self._slots.release()
+
+    async def _execute_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[T, R]]) -> None:
         started = time.monotonic()
         try:
             results = await loop.run_in_executor(self._executor, self._process, [p.item for p in batch])

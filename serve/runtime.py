@@ -58,10 +58,22 @@ def usable_cpus() -> int:
     return max(1, cpus)
 
 
+def thread_plan(settings: Settings) -> tuple[int, int]:
+    """(parallel model runs, ONNX Runtime threads per run); defaults share the usable CPUs out.
+
+    One thread per run on every CPU is the default because this LSTM's runs are chains of
+    small matrix products: splitting one across threads gains little, running several at once
+    scales with the cores (measured in docs/serving.md).
+    """
+    cpus = usable_cpus()
+    workers = settings.workers or cpus
+    return workers, settings.intra_op_threads or max(1, cpus // workers)
+
+
 def session_options(settings: Settings) -> ort.SessionOptions:
     """Threads, graph optimisation and memory settings for the session."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = settings.intra_op_threads or usable_cpus()
+    options.intra_op_num_threads = thread_plan(settings)[1]
     options.inter_op_num_threads = settings.inter_op_threads or 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -37,11 +37,14 @@ class Settings:
     device: str = _opt("cpu", "execution device", ("cpu", "cuda"))
     allow_cpu_fallback: bool = _opt(False, "with --device cuda, run on CPU (with a warning) if CUDA is missing")
     precision: str = _opt("fp32", "which graph of the version to serve", ("fp32", "int8"))
-    intra_op_threads: int = _opt(0, "ONNX Runtime threads inside an operator (0: CPUs this process may use)")
+    workers: int = _opt(0, "model runs in parallel, each on its own thread (0: the CPUs this process may use)")
+    intra_op_threads: int = _opt(0, "ONNX Runtime threads inside one model run (0: usable CPUs / workers, at least 1)")
     inter_op_threads: int = _opt(1, "ONNX Runtime threads across operators (the LSTM graph is sequential)")
     allow_spinning: bool = _opt(False, "let ONNX Runtime's idle threads spin (lower latency, burns shared CPU)")
     cpu_arena: bool = _opt(False, "ONNX Runtime CPU memory arena (off: memory stays flat with varied lengths)")
-    max_batch_size: int = _opt(64, "most texts in one model run")
+    max_batch_size: int = _opt(64, "most texts coalesced into one batch (tokenized together, then split by length)")
+    max_rows_per_run: int = _opt(8, "most texts in one ONNX Runtime call (the LSTM materialises its input "
+                                    "projection for every time step: big runs fall out of cache)")
     max_queue_delay_ms: float = _opt(0.0, "under load, wait up to this long for a model run to fill "
                                           "(an idle server never waits)")
     max_queue_size: int = _opt(2048, "most texts waiting for the model; beyond it requests get RESOURCE_EXHAUSTED")
@@ -58,6 +61,7 @@ class Settings:
         problems = [f"{name} must be >= {low}" for name, low in (
             ("max_batch_size", 1), ("max_queue_size", 1), ("max_texts_per_request", 1), ("max_chars_per_text", 1),
             ("max_message_bytes", 1024), ("stream_window", 1), ("intra_op_threads", 0), ("inter_op_threads", 0),
+            ("workers", 0), ("max_rows_per_run", 1),
             ("port", 0), ("metrics_port", -1), ("max_queue_delay_ms", 0), ("grace_period_s", 0),
         ) if getattr(self, name) < low]
         if self.version != "latest" and not (self.version.isdigit() and int(self.version) > 0):

@@ -187,3 +187,30 @@ def test_delay_window_under_load_fills_the_next_batch() -> None:
         assert model.batches == [[0], [1, 2, 3]]
 
     asyncio.run(main())
+
+
+def test_concurrent_workers_run_batches_in_parallel_and_coalesce_when_all_are_busy() -> None:
+    async def main() -> None:
+        models = [GatedModel(gated=True), GatedModel(gated=True)]
+        calls: list[list[int]] = []
+
+        def process(items: list[int]) -> list[int]:
+            calls.append(items)
+            return models[len(calls) - 1](items) if len(calls) <= 2 else [2 * i for i in items]
+
+        batcher = Batcher(process, max_batch_size=8, max_queue_size=64, max_concurrent=2)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await wait_entered(models[0])
+        second = asyncio.ensure_future(batcher.submit(1))  # a worker is free: dispatched at once
+        await wait_entered(models[1])
+        rest = [asyncio.ensure_future(batcher.submit(i)) for i in range(2, 6)]
+        await wait_queued(batcher, 4)  # both workers busy: these wait together
+        models[1].release.set()
+        assert await second == 2
+        assert await asyncio.gather(*rest) == [4, 6, 8, 10]
+        models[0].release.set()
+        assert await first == 0
+        await batcher.close()
+        assert calls == [[0], [1], [2, 3, 4, 5]]
+
+    asyncio.run(main())

@@ -96,7 +96,7 @@ class GatedRunner:
 @pytest.fixture
 def gated(repository) -> Iterator[tuple[ServerThread, GatedRunner]]:
     """A server with a small queue whose model runs wait for the test (fake timing, real model)."""
-    running = ServerThread(make_settings(repository, max_queue_size=8, max_texts_per_request=8,
+    running = ServerThread(make_settings(repository, workers=1, max_queue_size=8, max_texts_per_request=8,
                                          max_message_bytes=4096))
     runner = GatedRunner(running.server.core.runner)
     running.server.core.runner = runner

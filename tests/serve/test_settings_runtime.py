@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from serve.errors import ConfigurationError
-from serve.runtime import cgroup_cpu_limit, providers_for, session_options, usable_cpus, warmup_lengths
+from serve.runtime import (
+    cgroup_cpu_limit,
+    providers_for,
+    session_options,
+    thread_plan,
+    usable_cpus,
+    warmup_lengths,
+)
 from serve.settings import Settings, load_settings
 
 
@@ -61,9 +68,12 @@ def test_cgroup_v2_and_v1_quotas(tmp_path: Path) -> None:
     assert 1 <= usable_cpus() <= len(os.sched_getaffinity(0))
 
 
-def test_threads_default_to_usable_cpus_and_arena_is_off() -> None:
+def test_threads_default_to_one_run_per_usable_cpu_and_arena_is_off() -> None:
+    assert thread_plan(Settings()) == (usable_cpus(), 1)
+    assert thread_plan(Settings(workers=1)) == (1, usable_cpus())
+    assert thread_plan(Settings(workers=1, intra_op_threads=3)) == (1, 3)
     options = session_options(Settings())
-    assert options.intra_op_num_threads == usable_cpus() and options.inter_op_num_threads == 1
+    assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
     assert session_options(Settings(intra_op_threads=3)).intra_op_num_threads == 3
 
