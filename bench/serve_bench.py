@@ -258,7 +258,9 @@ def torch_in_process(args: argparse.Namespace, texts: list[str]) -> dict[str, An
 
 def markdown(results: dict[str, Any]) -> str:
     ort_, torch_ = results["onnxruntime_in_process"], results.get("pytorch_in_process")
-    lines = [f"Machine: {results['machine']}; ONNX Runtime threads: {results['threads']}; "
+    lines = [f"Machine: {results['machine']}; load average before/after: "
+             f"{results['load_average_before'][0]:.2f}/{results['load_average_after'][0]:.2f}; "
+             f"CPUs used: {results['threads']}; "
              f"{results['texts']} IMDB test reviews; {results['seconds']} s per row; `{results['command']}`", "",
              "| load | server texts/s | p50 ms | p99 ms | vs in-process ceiling |",
              "|---|---:|---:|---:|---:|"]
@@ -300,6 +302,7 @@ def main() -> None:
     args = parser.parse_args()
 
     texts = load_texts(args.data, args.texts, seed=0)
+    load_before = os.getloadavg()
     proc, port, _, cold = start_server(args)
     sampler = RssSampler(proc.pid)
     rss_start = rss_mb(proc.pid)
@@ -327,10 +330,12 @@ def main() -> None:
                           "first_load_row_end": first_row_end, "end": rss_end,
                           "samples": [round(mb, 1) for _, mb in sampler.samples[::4]]},
         "server_exit_code": proc.returncode,
+        "load_average_before": load_before,  # other work on the machine skews every figure alike
     }
     results["onnxruntime_in_process"] = ort_in_process(args, texts)
     if not args.no_torch:
         results["pytorch_in_process"] = torch_in_process(args, texts)
+    results["load_average_after"] = os.getloadavg()
     table = markdown(results)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
