@@ -263,11 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args.workdir.mkdir(parents=True, exist_ok=True)
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
     results = throughput(args) if args.kind == "throughput" else memory(args)
+    # Other work on a shared machine skews every figure: the load averages say whether it ran.
     report = {"kind": args.kind, "machine": machine(), "model": args.model, "threads": args.threads,
+              "loadavg_before": load_before, "loadavg_after": Path("/proc/loadavg").read_text().split()[:3],
               "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]), "results": results}
     (args.workdir / f"results-{args.kind}.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(f"\n{report['machine']}; model {args.model}; {args.threads} thread(s)\n")
+    print(f"\n{report['machine']}; model {args.model}; {args.threads} thread(s); load average "
+          f"{' '.join(report['loadavg_before'])} before, {' '.join(report['loadavg_after'])} after\n")
     print(table(results))
     return 0
 
