@@ -66,8 +66,11 @@ def thread_plan(settings: Settings) -> tuple[int, int]:
     scales with the cores (measured in docs/serving.md).
     """
     cpus = usable_cpus()
-    workers = settings.workers or cpus
-    return workers, settings.intra_op_threads or max(1, cpus // workers)
+    if settings.workers:
+        return settings.workers, settings.intra_op_threads or max(1, cpus // settings.workers)
+    if settings.intra_op_threads:  # threads per run given: as many runs as fit in the CPUs
+        return max(1, cpus // settings.intra_op_threads), settings.intra_op_threads
+    return cpus, 1
 
 
 def session_options(settings: Settings) -> ort.SessionOptions:

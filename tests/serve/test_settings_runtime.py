@@ -72,6 +72,7 @@ def test_threads_default_to_one_run_per_usable_cpu_and_arena_is_off() -> None:
     assert thread_plan(Settings()) == (usable_cpus(), 1)
     assert thread_plan(Settings(workers=1)) == (1, usable_cpus())
     assert thread_plan(Settings(workers=1, intra_op_threads=3)) == (1, 3)
+    assert thread_plan(Settings(intra_op_threads=usable_cpus())) == (1, usable_cpus())  # no oversubscription
     options = session_options(Settings())
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     assert not options.enable_cpu_mem_arena and not options.enable_mem_pattern
