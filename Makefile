@@ -40,7 +40,8 @@ export: $(VENV)/.installed
 	$(VENV)/bin/python -m export --checkpoint checkpoints/best.pt --repository models --name imdb-lstm
 
 bench: $(VENV)/.installed
-	$(VENV)/bin/python -m bench
+	$(VENV)/bin/python bench/serve_bench.py
+	$(VENV)/bin/python bench/score_bench.py throughput --model models/imdb-lstm/1 --threads 2
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache .ruff_cache
