@@ -26,7 +26,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,14 +35,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
-
-
-def machine() -> str:
-    cpus = len(os.sched_getaffinity(0))
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown CPU")
-    return f"{cpus} usable CPU(s), {model}"
+from bench.machine import DEFAULT_DATA, free_port, machine  # noqa: E402
 
 
 def test_split_parquet(data: Path, workdir: Path, limit: int | None = None) -> Path:
@@ -60,12 +52,6 @@ def test_split_parquet(data: Path, workdir: Path, limit: int | None = None) -> P
                           "sentiment": ["positive" if r.label else "negative" for r in reviews]})
         pq.write_table(table, path, row_group_size=4096)
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def ceiling(model: str, texts: list[str], threads: int, batch_size: int) -> dict[str, Any]:

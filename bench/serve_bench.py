@@ -26,9 +26,7 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -41,22 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import DEFAULT_DATA, free_port, machine  # noqa: E402
 from serve.preprocessing import encode_texts, pad_batch  # noqa: E402
-
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
-
-
-def machine() -> str:
-    cpus = len(os.sched_getaffinity(0))
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "unknown CPU")
-    return f"{cpus} usable CPU(s), {model}, {platform.system()} {platform.release()}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def load_texts(data: Path, count: int, seed: int) -> list[str]:
