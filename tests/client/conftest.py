@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fixtures.server_thread import ServerThread, make_settings
 from tests.fixtures.tiny_repository import build_tiny_repository
 
 WORDS = [
@@ -60,47 +59,14 @@ def reference(local_backend):
     return score
 
 
-class ServerThread:
-    """A real ``serve.server`` on a free loopback port, running its asyncio loop in a thread."""
-
-    def __init__(self, repository: Path, load: bool = True, **overrides: Any) -> None:
-        from serve.settings import Settings
-
-        self.settings = Settings(model_repository=repository, port=0, metrics_port=-1, intra_op_threads=1,
-                                 inter_op_threads=1, grace_period_s=1.0, **overrides)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="client-test-server", daemon=True)
-        self.thread.start()
-        self.server, self.port = self.call(self._create())
-        self.call(self.server.start())
-        if load:
-            self.load()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def _create(self) -> tuple[Any, int]:
-        from serve.server import create_server
-
-        return create_server(self.settings)  # inside the loop: grpc.aio binds to the running loop
-
-    def call(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 60) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def load(self) -> None:
-        self.call(self.server.load())
-
-    def close(self) -> None:
-        self.call(self.server.stop(grace=1.0))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
+def start_server(repository: Path, load: bool = True, **overrides: Any) -> ServerThread:
+    """A real server on the tiny model (no metrics port: client tests do not read it)."""
+    return ServerThread(make_settings(repository, metrics_port=-1, grace_period_s=1.0, **overrides), load=load)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_model: Path) -> Iterator[ServerThread]:
     """A loaded server on the same tiny model as ``local_backend``."""
-    running = ServerThread(tiny_model.parents[1])
+    running = start_server(tiny_model.parents[1])
     yield running
     running.close()

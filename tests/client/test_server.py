@@ -14,7 +14,7 @@ from client.__main__ import main
 from client.api import RetryPolicy, SentimentClient, with_retries
 from client.backends import ServerBackend
 from client.scoring import ScoreOptions, score_file
-from tests.client.conftest import ServerThread, make_reviews
+from tests.client.conftest import make_reviews, start_server
 from tests.client.helpers import probability, read_rows, write_rows
 
 
@@ -61,7 +61,7 @@ def test_server_scoring_equals_local(tmp_path: Path, server, local_backend) -> N
 
 
 def test_unavailable_is_retried_until_the_model_is_loaded(tiny_model: Path, reference) -> None:
-    starting = ServerThread(tiny_model.parents[1], load=False)  # listening, model not loaded yet
+    starting = start_server(tiny_model.parents[1], load=False)  # listening, model not loaded yet
     sleeps: list[float] = []
 
     def load_while_backing_off(delay: float) -> None:
@@ -82,7 +82,7 @@ def test_unavailable_is_retried_until_the_model_is_loaded(tiny_model: Path, refe
 
 
 def test_text_the_server_refuses_is_a_bad_row(tmp_path: Path, tiny_model: Path, reference) -> None:
-    strict = ServerThread(tiny_model.parents[1], max_chars_per_text=1000)
+    strict = start_server(tiny_model.parents[1], max_chars_per_text=1000)
     texts = make_reviews(30, seed=2)
     texts[11] = "great fun " * 150  # 1500 characters: over this server's limit
     source = write_rows(tmp_path / "in.txt", [{"text": t} for t in texts])

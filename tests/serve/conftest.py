@@ -1,28 +1,21 @@
 """Serve fixtures: a tiny real model repository and real servers on free loopback ports.
 
-Each server runs its own asyncio loop in a daemon thread, so tests talk to it with plain
-blocking gRPC stubs (and tritonclient, in a subprocess) exactly as outside clients would.
+The server harness itself lives in tests/fixtures/server_thread.py (shared with client tests).
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import os
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import grpc
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from serve.preprocessing import encode_texts, pad_batch
 from serve.repository import load_version, open_session
-from serve.server import Server, create_server
-from serve.settings import Settings
+from tests.fixtures.server_thread import ServerThread, make_settings
 from tests.fixtures.tiny_repository import build_tiny_repository
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the machine is shared: no extra pools in tests
@@ -37,50 +30,6 @@ REVIEWS = [
     "<br />",
     "great fun, a delight to watch with friends " * 6,
 ]
-
-
-def make_settings(repository: Path, **overrides: Any) -> Settings:
-    """Settings for a test server: free ports, one ORT thread, small limits where asked."""
-    base = Settings(model_repository=repository, port=0, metrics_port=0, intra_op_threads=1,
-                    inter_op_threads=1, grace_period_s=2.0)
-    return dataclasses.replace(base, **overrides)
-
-
-
-
-class ServerThread:
-    """A real ``serve.server`` on its own event loop thread."""
-
-    def __init__(self, settings: Settings, load: bool = True) -> None:
-        self.settings = settings
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="test-server", daemon=True)
-        self.thread.start()
-        self.server: Server
-        self.port: int
-        self.server, self.port = self.call(self._create())
-        self.call(self.server.start())
-        if load:
-            self.call(self.server.load())
-        self.channel = grpc.insecure_channel(self.address)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    async def _create(self) -> tuple[Server, int]:
-        return create_server(self.settings)  # inside the loop: grpc.aio binds to the running loop
-
-    def call(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
-        """Run ``coroutine`` on the server's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.channel.close()
-        self.call(self.server.stop(grace=1.0))
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
 
 
 @pytest.fixture(scope="session")
