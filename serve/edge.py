@@ -14,9 +14,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc import StatusCode
 
-from serve.errors import DeadlineExpired, InvalidInput, ModelNotFound, ModelNotReady, Overloaded, ServingError
+from serve.errors import (
+    AdminDisabled,
+    DeadlineExpired,
+    InvalidInput,
+    ModelNotFound,
+    ModelNotReady,
+    Overloaded,
+    ReloadRejected,
+    ServingError,
+)
 from serve.metrics import Metrics
 
 log = logging.getLogger("serve.edge")
@@ -27,6 +37,8 @@ STATUS_CODES: dict[type[ServingError], StatusCode] = {
     ModelNotReady: StatusCode.UNAVAILABLE,
     Overloaded: StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExpired: StatusCode.DEADLINE_EXCEEDED,
+    ReloadRejected: StatusCode.FAILED_PRECONDITION,
+    AdminDisabled: StatusCode.PERMISSION_DENIED,
 }
 
 
@@ -42,6 +54,51 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
     """The client's deadline as a time.monotonic() instant, or None if it set none."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
+
+
+class _Undecodable:
+    """Stands in for a request message that failed to parse, so the handler can refuse it cleanly."""
+
+    def __init__(self, error: DecodeError) -> None:
+        self.error = error
+
+    def refuse(self) -> InvalidInput:
+        return InvalidInput(f"request message could not be parsed ({self.error}); strings must be valid UTF-8")
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer`` that returns an :class:`_Undecodable` instead of raising.
+
+    Left raising, grpc answers a malformed message with UNKNOWN (unary) and our stream
+    handlers with INTERNAL; bad bytes from a client are INVALID_ARGUMENT.
+    """
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as exc:
+            return _Undecodable(exc)
+
+    return parse
+
+
+async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream that raises :class:`InvalidInput` at the first message that failed to parse."""
+    async for request in requests:
+        if isinstance(request, _Undecodable):
+            raise request.refuse()
+        yield request
+
+
+def _parsed(request: Any, streaming: bool) -> Any:
+    """The request (or request stream) a handler may use; raises InvalidInput for an unparsable message."""
+    if streaming:
+        return _checked(request)
+    if isinstance(request, _Undecodable):
+        raise request.refuse()
+    return request
 
 
 class _Call:
@@ -82,24 +139,26 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         behaviour = (handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream)
-        wrapped = self._wrap_stream(behaviour, method) if inspect.isasyncgenfunction(behaviour) \
-            else self._wrap_unary(behaviour, method)
+        streaming = handler.request_streaming
+        wrapped = self._wrap_stream(behaviour, method, streaming) if inspect.isasyncgenfunction(behaviour) \
+            else self._wrap_unary(behaviour, method, streaming)
         factory = {(False, False): grpc.unary_unary_rpc_method_handler,
                    (False, True): grpc.unary_stream_rpc_method_handler,
                    (True, False): grpc.stream_unary_rpc_method_handler,
                    (True, True): grpc.stream_stream_rpc_method_handler}[
             (handler.request_streaming, handler.response_streaming)]
-        return factory(wrapped, request_deserializer=handler.request_deserializer,
+        return factory(wrapped, request_deserializer=_tolerant(handler.request_deserializer),
                        response_serializer=handler.response_serializer)
 
-    def _wrap_unary(self, behaviour: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+    def _wrap_unary(self, behaviour: Callable[..., Awaitable[Any]], method: str,
+                    streaming: bool) -> Callable[..., Awaitable[Any]]:
         metrics = self._metrics
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             rpc = _Call(method, metrics)
             cancelled = False
             try:
-                return await behaviour(request, context)
+                return await behaviour(_parsed(request, streaming), context)
             except asyncio.CancelledError:
                 cancelled = True
                 raise
@@ -112,15 +171,15 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
 
         return call
 
-    def _wrap_stream(self, behaviour: Callable[..., AsyncIterator[Any]], method: str
-                     ) -> Callable[..., AsyncIterator[Any]]:
+    def _wrap_stream(self, behaviour: Callable[..., AsyncIterator[Any]], method: str,
+                     streaming: bool) -> Callable[..., AsyncIterator[Any]]:
         metrics = self._metrics
 
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             rpc = _Call(method, metrics)
             cancelled = False
             try:
-                async for response in behaviour(request, context):
+                async for response in behaviour(_parsed(request, streaming), context):
                     yield response
             except (asyncio.CancelledError, GeneratorExit):
                 cancelled = True
