@@ -30,5 +30,13 @@ class DeadlineExpired(ServingError):
     """The client's deadline passed before the request reached the model (DEADLINE_EXCEEDED)."""
 
 
+class ReloadRejected(ServingError):
+    """A model version failed to load, verify or warm up; the previous one keeps serving (FAILED_PRECONDITION)."""
+
+
+class AdminDisabled(ServingError):
+    """Admin RPCs are off because the server has no token authentication configured (PERMISSION_DENIED)."""
+
+
 class ConfigurationError(Exception):
     """The server cannot start as configured (bad flag, CUDA requested but unavailable, ...)."""
