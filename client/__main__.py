@@ -5,6 +5,7 @@
     python -m client score reviews.csv --output scored.csv --local models/imdb-lstm
     python -m client score reviews.parquet --output scored.parquet --server 127.0.0.1:8001 --resume
     python -m client score reviews.parquet --output scored/ --ray --local models/imdb-lstm
+    python -m client predict "Great" --server edge:8001 --tls-ca ca.pem --token-file token.txt
 
 Exit status: 0 done, 1 error, 2 usage, 3 bad rows with --fail-on-bad-rows, 130 interrupted
 (the output is resumable with --resume).
@@ -30,16 +31,42 @@ def _positive(value: str) -> int:
     return number
 
 
+SECURITY_FLAGS = ("tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file")
+
+
+def _add_security_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """TLS and token flags (docs/security.md); ``suppress`` keeps a value given before the subcommand."""
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("TLS and token authentication (docs/security.md)")
+    group.add_argument("--tls", action="store_true", default=default(False),
+                       help="use TLS, verifying the server against the system's trusted roots")
+    group.add_argument("--tls-ca", type=Path, metavar="PEM", default=default(None),
+                       help="verify the server with this CA certificate (turns TLS on)")
+    group.add_argument("--tls-cert", type=Path, metavar="PEM", default=default(None),
+                       help="client certificate for mutual TLS (with --tls-key)")
+    group.add_argument("--tls-key", type=Path, metavar="PEM", default=default(None),
+                       help="private key of --tls-cert")
+    group.add_argument("--tls-server-name", metavar="NAME", default=default(None),
+                       help="name to expect in the server's certificate (default: the host of --server)")
+    group.add_argument("--token-file", type=Path, metavar="FILE", default=default(None),
+                       help="send the first token of this file as 'authorization: Bearer <token>'")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__.split("\n\n")[0])
     parser.add_argument("--server", default=DEFAULT_SERVER, help="gRPC server host:port (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call in seconds")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    _add_security_options(parser, suppress=False)
     # The same two options after the subcommand too (`score in.csv --server host:port`);
     # SUPPRESS keeps a value given before the subcommand when none is given after it.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--timeout", type=float, default=argparse.SUPPRESS, help="deadline of each call in seconds")
-    connect = argparse.ArgumentParser(add_help=False, parents=[common])
+    secure = argparse.ArgumentParser(add_help=False)
+    _add_security_options(secure, suppress=True)
+    connect = argparse.ArgumentParser(add_help=False, parents=[common, secure])
     connect.add_argument("--server", default=argparse.SUPPRESS,
                          help=f"gRPC server host:port (default {DEFAULT_SERVER})")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("health", parents=[connect],
                         help="print the server's health status (exit 0 only when SERVING)")
 
-    score = commands.add_parser("score", parents=[common], help="score a file of reviews into a scored copy of it")
+    score = commands.add_parser("score", parents=[common, secure],
+                                help="score a file of reviews into a scored copy of it")
     score.add_argument("input", type=Path, help="CSV/TSV, JSON Lines, Parquet, text (one review per line), "
                                                 "or an aclImdb folder / .tar.gz")
     score.add_argument("--output", type=Path, required=True,
@@ -91,10 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _security(args: argparse.Namespace):  # noqa: ANN202 - client.api.Security (grpc imported late)
+    from client.api import Security, read_token
+
+    return Security(tls=args.tls, ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key,
+                    server_name=args.tls_server_name,
+                    token=read_token(args.token_file) if args.token_file is not None else None)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from client.api import SentimentClient
 
-    with SentimentClient(args.server, timeout_s=args.timeout) as client:
+    with SentimentClient(args.server, security=_security(args), timeout_s=args.timeout) as client:
         predictions = client.predict_batch(list(args.texts)) if len(args.texts) > 1 else [client.predict(args.texts[0])]
     for text, p in zip(args.texts, predictions, strict=True):
         if args.json:
@@ -108,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_health(args: argparse.Namespace) -> int:
     from client.api import SentimentClient
 
-    with SentimentClient(args.server, timeout_s=args.timeout) as client:
+    with SentimentClient(args.server, security=_security(args), timeout_s=args.timeout) as client:
         status = client.health()
     print(status)
     return 0 if status == "SERVING" else 1
@@ -123,6 +159,8 @@ def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         probability_column=args.probability_column, prediction_column=args.prediction_column,
         chunk_rows=args.chunk_rows, resume=args.resume, fail_on_bad_rows=args.fail_on_bad_rows,
         bad_rows_path=args.bad_rows, summary_path=args.summary, progress=not args.no_progress)
+    if args.local and any(getattr(args, name) for name in SECURITY_FLAGS):
+        parser.error("--tls* and --token-file apply to --server scoring, not --local/--ray")
     if args.ray:
         if not args.local:
             parser.error("--ray loads the model in each actor: pass --local MODEL_PATH with it")
@@ -149,7 +187,7 @@ def _backend(args: argparse.Namespace):  # noqa: ANN202 - LocalBackend | ServerB
     from client.backends import ServerBackend
 
     return ServerBackend(args.server, batch_size=args.batch_size, concurrency=args.concurrency,
-                         timeout_s=args.timeout)
+                         timeout_s=args.timeout, security=_security(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                   "with --resume to continue", file=sys.stderr)
         return 130
     except grpc.RpcError as exc:
-        print(f"error: server {args.server}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        # A TLS mismatch (plaintext vs TLS, untrusted certificate, mTLS without a client
+        # certificate) surfaces as a bare UNAVAILABLE: say where to look.
+        hint = " (is it up? does it use TLS: --tls-ca, --tls-cert/--tls-key, docs/security.md)" \
+            if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
+        print(f"error: server {args.server}: {exc.code().name}: {exc.details()}{hint}", file=sys.stderr)
         return 1
     except ImportError as exc:  # a client-only install has no onnxruntime (--local) or ray (--ray)
         print(f"error: {exc}. --local needs the 'serve' extra (pip install -e '.[serve]'), --ray the 'ray' "

@@ -7,17 +7,26 @@
         client.health()                               # "SERVING"
 
 Unary calls are retried with exponential backoff on UNAVAILABLE (server starting or gone)
-and RESOURCE_EXHAUSTED (server queue full); every call carries a deadline. Pass
-``credentials=grpc.ssl_channel_credentials(...)`` for TLS.
+and RESOURCE_EXHAUSTED (server queue full); every call carries a deadline.
+
+A server with TLS and/or token auth (docs/security.md) takes a :class:`Security`::
+
+    SentimentClient("edge.example:8001", security=Security(ca_file="ca.pem"))      # TLS
+    Security(ca_file="ca.pem", cert_file="client.pem", key_file="client.key")      # mutual TLS
+    Security(ca_file="ca.pem", token=read_token("token.txt"))                      # TLS + bearer token
+
+(``credentials=grpc.ssl_channel_credentials(...)`` still works for hand-built credentials.)
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -29,6 +38,7 @@ RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 # Reviews are small, but a batch of long ones can pass gRPC's 4 MiB default.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
+log = logging.getLogger("client")
 
 
 @dataclass(frozen=True)
@@ -66,21 +76,98 @@ def with_retries(call: Callable[[], T], policy: RetryPolicy, sleep: Callable[[fl
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def read_token(path: str | Path) -> str:
+    """The first token in a token file (one per line; blank lines and ``#`` comments skipped)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read token file {path}: {exc}") from exc
+    for line in lines:
+        if line.strip() and not line.strip().startswith("#"):
+            return line.strip()
+    raise ValueError(f"token file {path} holds no token (one per line; '#' starts a comment)")
+
+
+def _read_pem(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the {what} {path}: {exc.strerror or exc}") from exc
+
+
+@dataclass(frozen=True)
+class Security:
+    """How to reach a server with TLS, mutual TLS and/or token auth; the default is plaintext.
+
+    TLS is on when ``tls`` is set or any file is given; without ``ca_file`` the server is
+    verified against the system's trusted roots. ``server_name`` overrides the name checked
+    in the server's certificate (an address that is not in it, such as an IP behind a
+    tunnel). The token goes with every call as ``authorization: Bearer <token>`` metadata.
+    """
+
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+    token: str | None = field(default=None, repr=False)  # never in reprs or logs
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate and its key go together: give both --tls-cert and --tls-key")
+        if self.server_name and not self.uses_tls:
+            raise ValueError("a TLS server name needs TLS: give --tls or --tls-ca")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or any(path is not None for path in (self.ca_file, self.cert_file, self.key_file))
+
+    def channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """grpc channel credentials from the PEM files, or None for plaintext."""
+        if not self.uses_tls:
+            return None
+        ca = _read_pem(Path(self.ca_file), "CA certificate") if self.ca_file is not None else None
+        cert = _read_pem(Path(self.cert_file), "client certificate") if self.cert_file is not None else None
+        key = _read_pem(Path(self.key_file), "client key") if self.key_file is not None else None
+        return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        # Plain call metadata, not call credentials: grpc refuses those on plaintext channels,
+        # and a server behind a TLS-terminating proxy is reached in plaintext.
+        return (("authorization", f"Bearer {self.token}"),) if self.token else None
+
+
 def _prediction(message: Any, model: Any) -> Prediction:
     return Prediction(message.label, message.probability, model.name, int(model.version))
 
 
 class SentimentClient:
-    """A connection to one server (``host:port``); thread-safe, reuse it for many calls."""
+    """A connection to one server (``host:port``); thread-safe, reuse it for many calls.
+
+    ``security`` configures TLS and the bearer token (see :class:`Security`); ``credentials``
+    takes hand-built channel credentials instead of Security's TLS files.
+    """
 
     def __init__(self, target: str, *, credentials: grpc.ChannelCredentials | None = None,
-                 timeout_s: float = 30.0, retry: RetryPolicy | None = None,
+                 security: Security | None = None, timeout_s: float = 30.0, retry: RetryPolicy | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        security = security or Security()
+        if credentials is not None and security.uses_tls:
+            raise ValueError("pass TLS either as credentials= or through security=, not both")
+        credentials = credentials or security.channel_credentials()
+        if security.token and credentials is None:
+            log.warning("sending a bearer token over a plaintext channel to %s: use TLS unless a trusted "
+                        "proxy terminates it (docs/security.md)", target)
         options = [("grpc.max_send_message_length", max_message_bytes),
-                   ("grpc.max_receive_message_length", max_message_bytes)]
+                   ("grpc.max_receive_message_length", max_message_bytes), *security.channel_options()]
         self.target = target
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
+        self._metadata = security.metadata()
         self.channel = (grpc.secure_channel(target, credentials, options) if credentials
                         else grpc.insecure_channel(target, options))
         self._stub = sentiment_pb2_grpc.SentimentServiceStub(self.channel)
@@ -98,13 +185,15 @@ class SentimentClient:
     def predict(self, text: str) -> Prediction:
         """Score one review."""
         request = sentiment_pb2.PredictRequest(text=text)
-        response = with_retries(lambda: self._stub.Predict(request, timeout=self.timeout_s), self.retry)
+        response = with_retries(lambda: self._stub.Predict(request, timeout=self.timeout_s, metadata=self._metadata),
+                                self.retry)
         return _prediction(response.prediction, response.model)
 
     def predict_batch(self, texts: list[str]) -> list[Prediction]:
         """Score several reviews in one request; results in the order of ``texts``."""
         request = sentiment_pb2.PredictBatchRequest(texts=texts)
-        response = with_retries(lambda: self._stub.PredictBatch(request, timeout=self.timeout_s), self.retry)
+        response = with_retries(lambda: self._stub.PredictBatch(request, timeout=self.timeout_s,
+                                                                metadata=self._metadata), self.retry)
         return [_prediction(p, response.model) for p in response.predictions]
 
     def stream(self, batches: Iterable[tuple[str, list[str]]], window: int = 8,
@@ -127,7 +216,7 @@ class SentimentClient:
                         return
                 yield sentiment_pb2.PredictStreamRequest(id=request_id, texts=texts)
 
-        call = self._stub.PredictStream(requests(), timeout=timeout_s or self.timeout_s)
+        call = self._stub.PredictStream(requests(), timeout=timeout_s or self.timeout_s, metadata=self._metadata)
         try:
             for response in call:
                 slots.release()
@@ -158,5 +247,6 @@ class SentimentClient:
 
     def health(self, service: str = "") -> str:
         """The server's health status name: SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN."""
-        response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s)
+        response = self._health.Check(health_pb2.HealthCheckRequest(service=service), timeout=self.timeout_s,
+                                      metadata=self._metadata)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

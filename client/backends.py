@@ -147,14 +147,15 @@ class ServerBackend:
     Each call of :meth:`score` is one stream (a chunk of the input). Its deadline grows
     with the number of request waves it holds, so a large chunk is not cut short, while a
     stuck server still fails the call. UNAVAILABLE and RESOURCE_EXHAUSTED are retried with
-    backoff, re-sending only the unanswered requests.
+    backoff, re-sending only the unanswered requests. ``security`` (a :class:`client.api.Security`)
+    carries TLS files and the bearer token; ``credentials`` hand-built grpc channel credentials.
     """
 
     def __init__(self, target: str, batch_size: int = 64, concurrency: int = 8, timeout_s: float = 30.0,
-                 credentials: Any = None) -> None:
+                 credentials: Any = None, security: Any = None) -> None:
         from client.api import SentimentClient
 
-        self.client = SentimentClient(target, credentials=credentials, timeout_s=timeout_s)
+        self.client = SentimentClient(target, credentials=credentials, security=security, timeout_s=timeout_s)
         self.batch_size = batch_size
         self.concurrency = concurrency
         self.timeout_s = timeout_s

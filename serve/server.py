@@ -25,6 +25,7 @@ from serve.edge import EdgeInterceptor
 from serve.errors import ConfigurationError
 from serve.kserve_servicer import KServeServicer
 from serve.metrics import Metrics
+from serve.security import auth_interceptors, server_credentials
 from serve.sentiment_servicer import SentimentServicer
 from serve.settings import Settings
 
@@ -54,11 +55,12 @@ class Server:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.grpc.start()
         if self.settings.metrics_port >= 0:
+            host = self.settings.metrics_bind_host
             try:
-                self.metrics_port = self.metrics.serve_http(self.settings.host, self.settings.metrics_port)
+                self.metrics_port = self.metrics.serve_http(host, self.settings.metrics_port)
             except OSError as exc:
                 await self.grpc.stop(0)
-                raise ConfigurationError(f"cannot serve metrics on {self.settings.host}:"
+                raise ConfigurationError(f"cannot serve metrics on {host}:"
                                          f"{self.settings.metrics_port}: {exc}") from exc
 
     async def load(self) -> None:
@@ -88,7 +90,9 @@ def create_server(settings: Settings) -> tuple[Server, int]:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
     ]
-    grpc_server = grpc.aio.server(interceptors=[EdgeInterceptor(metrics)], options=options)
+    # The edge wraps the token check, so refused calls are counted and logged like any other.
+    grpc_server = grpc.aio.server(interceptors=[EdgeInterceptor(metrics), *auth_interceptors(settings)],
+                                  options=options)
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
         SentimentServicer(core, settings.stream_window), grpc_server)
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(core), grpc_server)
@@ -97,8 +101,10 @@ def create_server(settings: Settings) -> tuple[Server, int]:
     reflection.enable_server_reflection(
         (SENTIMENT_SERVICE, KSERVE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), grpc_server)
     address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
     try:
-        port = grpc_server.add_insecure_port(address)
+        port = (grpc_server.add_secure_port(address, credentials) if credentials is not None
+                else grpc_server.add_insecure_port(address))
     except RuntimeError as exc:
         raise ConfigurationError(f"cannot listen on {address}: {exc}") from exc
     if port == 0:
@@ -124,7 +130,9 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    log.info("listening", extra={"address": f"{settings.host}:{port}", "metrics_port": server.metrics_port})
+    log.info("listening", extra={"address": f"{settings.host}:{port}", "tls": settings.tls,
+                                 "token_auth": settings.auth_token_file is not None,
+                                 "metrics_host": settings.metrics_bind_host, "metrics_port": server.metrics_port})
     loading = asyncio.create_task(server.load())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -20,8 +20,9 @@ from serve.errors import ConfigurationError
 ENV_PREFIX = "SENTIMENT_"
 
 
-def _opt(default: Any, help_text: str, choices: Sequence[str] | None = None) -> Any:
-    return field(default=default, metadata={"help": help_text, "choices": choices})
+def _opt(default: Any, help_text: str, choices: Sequence[str] | None = None, kind: type | None = None) -> Any:
+    """A field with its help; ``kind`` is needed only where the default (None: off) cannot tell the type."""
+    return field(default=default, metadata={"help": help_text, "choices": choices, "kind": kind})
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,16 @@ class Settings:
     grace_period_s: float = _opt(10.0, "on SIGTERM, how long in-flight requests may take to finish")
     warmup: bool = _opt(True, "run the model over the length buckets before reporting SERVING")
     log_level: str = _opt("info", "log level", ("debug", "info", "warning", "error"))
+    # Security (docs/security.md). None means off; the metrics page is unauthenticated plain HTTP.
+    metrics_host: str | None = _opt(None, "metrics endpoint address (unset: --host, but 127.0.0.1 when TLS or "
+                                          "token auth is on)", kind=str)
+    tls_cert: Path | None = _opt(None, "PEM certificate chain for the gRPC port (turns TLS on; needs --tls-key)",
+                                 kind=Path)
+    tls_key: Path | None = _opt(None, "PEM private key of --tls-cert", kind=Path)
+    tls_client_ca: Path | None = _opt(None, "PEM CA certificate(s): clients must present a certificate signed by "
+                                            "one (mutual TLS; needs --tls-cert)", kind=Path)
+    auth_token_file: Path | None = _opt(None, "file of accepted bearer tokens, one per line ('#' comments); "
+                                              "health and reflection stay open", kind=Path)
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be >= {low}" for name, low in (
@@ -70,8 +81,36 @@ class Settings:
         if self.max_texts_per_request > self.max_queue_size:
             problems.append(f"max_texts_per_request ({self.max_texts_per_request}) exceeds max_queue_size "
                             f"({self.max_queue_size}): such requests could never be admitted")
+        problems += self._security_problems()
         if problems:
             raise ConfigurationError("invalid settings: " + "; ".join(problems))
+
+    def _security_problems(self) -> list[str]:
+        problems = []
+        if (self.tls_cert is None) != (self.tls_key is None):
+            problems.append("--tls-cert and --tls-key go together: give both the certificate chain and its "
+                            "private key (PEM files)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            problems.append("--tls-client-ca (mutual TLS) needs TLS itself: give --tls-cert and --tls-key too")
+        for name in ("tls_cert", "tls_key", "tls_client_ca", "auth_token_file"):
+            path = getattr(self, name)
+            reason = None if path is None else _unreadable(path)
+            if reason:
+                problems.append(f"--{name.replace('_', '-')} {path} ({env_name(name)}): {reason}")
+        return problems
+
+    @property
+    def tls(self) -> bool:
+        """Whether the gRPC port speaks TLS."""
+        return self.tls_cert is not None
+
+    @property
+    def metrics_bind_host(self) -> str:
+        """Where /metrics listens: ``metrics_host`` if set; else loopback once TLS or tokens guard the
+        gRPC port (the metrics page has neither, so it must not quietly stay public), else ``host``."""
+        if self.metrics_host is not None:
+            return self.metrics_host
+        return "127.0.0.1" if self.tls or self.auth_token_file is not None else self.host
 
     @property
     def version_number(self) -> int | None:
@@ -87,6 +126,16 @@ def env_name(field_name: str) -> str:
     return ENV_PREFIX + field_name.upper()
 
 
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a file, or None when it can."""
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        return f"cannot read it ({exc.strerror or exc})"
+    return None
+
+
 def _parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -97,8 +146,8 @@ def _parse_bool(text: str) -> bool:
 
 
 def _kind(f: dataclasses.Field) -> type:
-    """A field's value type, read from its default (every field has a concrete one)."""
-    return Path if isinstance(f.default, Path) else type(f.default)
+    """A field's value type: declared for optional fields, else read from the default."""
+    return f.metadata["kind"] or (Path if isinstance(f.default, Path) else type(f.default))
 
 
 def _converter(kind: type) -> Any:
@@ -114,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     for f in dataclasses.fields(Settings):
         kind = _kind(f)
         flag = "--" + f.name.replace("_", "-")
-        help_text = f"{f.metadata['help']} [env {env_name(f.name)}; default {f.default}]"
+        default = "unset" if f.default is None else f.default
+        help_text = f"{f.metadata['help']} [env {env_name(f.name)}; default {default}]"
         if kind is bool:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
@@ -133,6 +183,8 @@ def load_settings(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
             values[f.name] = parsed[f.name]
         elif env_name(f.name) in environ:
             raw = environ[env_name(f.name)]
+            if f.default is None and not raw.strip():
+                continue  # an empty variable leaves an optional setting off
             try:
                 values[f.name] = _converter(_kind(f))(raw)
             except ValueError as exc:
