@@ -1,13 +1,21 @@
 """The one inference core behind both APIs: validate, tokenize, batch, run, label.
 
-Transports hand it lists of texts and get :class:`Prediction` objects back, or a domain
-error from :mod:`serve.errors`. Tokenization happens in the batcher's worker thread, for a
-whole coalesced batch at once (``encode_batch``), never on the event loop.
+Transports hand it lists of texts and get a :class:`Scored` result back (the predictions
+and the model version that produced them), or a domain error from :mod:`serve.errors`.
+Tokenization happens in the batcher's worker thread, for a whole coalesced batch at once
+(``encode_batch``), never on the event loop.
+
+The served model is one immutable :class:`LoadedModel`, replaced as a whole by
+:meth:`InferenceCore.switch` (hot reload). A request is bound to the model that is serving
+when it is admitted, and is scored entirely by it: a switch never mixes versions inside one
+answer, and an old model's session is freed once no queued or running request holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import logging
 import time
 from collections.abc import Sequence
@@ -20,7 +28,7 @@ from tokenizers import Tokenizer
 from serve.batcher import Batcher, BatchObserver
 from serve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from serve.preprocessing import encode_texts, pad_batch
-from serve.repository import ModelVersion, load_version
+from serve.repository import ModelVersion, RepositoryError, load_version
 from serve.runtime import ModelRunner, load_runner, thread_plan
 from serve.settings import Settings
 
@@ -30,6 +38,9 @@ log = logging.getLogger("serve.core")
 # small run, measured on the shipped LSTM).
 MAX_PADDING_FRACTION = 0.2
 MIN_GROUP_ROWS = 2
+# Scored end to end (tokenizer, graph, labels) before a version may serve: catches graphs
+# that load but answer NaN or out-of-range values.
+PROBE_TEXTS = ("A wonderful, moving film.", "A dull and boring mess.")
 
 
 @dataclass(frozen=True)
@@ -38,6 +49,27 @@ class Prediction:
 
     label: str
     probability: float
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A verified, opened and warmed model version; never changed once built (the core swaps whole objects)."""
+
+    runner: ModelRunner
+    tokenizer: Tokenizer
+    load_seconds: float
+
+    @property
+    def model(self) -> ModelVersion:
+        return self.runner.model
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One request's predictions (in the order of its texts) and the model version that produced all of them."""
+
+    model: ModelVersion
+    predictions: list[Prediction]
 
 
 class CoreObserver(BatchObserver, Protocol):
@@ -66,14 +98,13 @@ def length_groups(lengths: np.ndarray, max_rows: int) -> list[np.ndarray]:
 
 
 class InferenceCore:
-    """Owns the model, the tokenizer and the batcher; ``predict`` is the one entry point."""
+    """Owns the served model and the batcher; ``predict`` is the one entry point."""
 
     def __init__(self, settings: Settings, observer: CoreObserver | None = None) -> None:
         self.settings = settings
         self._observer = observer
-        self.runner: ModelRunner | None = None
-        self._tokenizer: Tokenizer | None = None
-        self._batcher: Batcher[list[str], list[Prediction]] | None = None
+        self._loaded: LoadedModel | None = None
+        self._batcher: Batcher[tuple[LoadedModel, list[str]], Scored] | None = None
         self.ready = False
         # Dynamic quantization (int8) scales activations by the whole input tensor, so a row's
         # result would depend on its batch-mates: int8 runs each text alone, keeping the promise
@@ -82,42 +113,70 @@ class InferenceCore:
             else 1
 
     @property
-    def model(self) -> ModelVersion:
-        """The loaded model version (:class:`ModelNotReady` before loading)."""
-        if self.runner is None:
+    def loaded(self) -> LoadedModel:
+        """The model serving now (:class:`ModelNotReady` before loading)."""
+        if self._loaded is None:
             raise ModelNotReady("the model is still loading")
-        return self.runner.model
+        return self._loaded
+
+    @property
+    def model(self) -> ModelVersion:
+        """The served model version (:class:`ModelNotReady` before loading)."""
+        return self.loaded.model
 
     async def load(self) -> None:
-        """Load, verify and warm the model in a worker thread, then start taking requests."""
-        started = time.perf_counter()
+        """Load, verify and warm the configured version in a worker thread, then start taking requests."""
         loop = asyncio.get_running_loop()
-        runner, tokenizer, warm_s = await loop.run_in_executor(None, self._load_blocking)
-        self.runner, self._tokenizer = runner, tokenizer
+        loaded = await loop.run_in_executor(None, self.open_version, self.settings.version_number)
         workers, intra_op_threads = thread_plan(self.settings)
         self._batcher = Batcher(self._score_batch, max_batch_size=self.settings.max_batch_size,
                                 max_queue_size=self.settings.max_queue_size,
                                 max_delay_s=self.settings.max_queue_delay_ms / 1000, max_concurrent=workers,
                                 observer=self._observer)
-        seconds = time.perf_counter() - started
-        if self._observer is not None:
-            self._observer.model_loaded(runner.model, self.settings.precision, runner.device, seconds)
+        self._install(loaded)
         self.ready = True
-        log.info("model ready", extra={"model": runner.model.name, "version": runner.model.version,
-                                       "precision": self.settings.precision, "device": runner.device,
+        log.info("model ready", extra={"model": loaded.model.name, "version": loaded.model.version,
+                                       "precision": self.settings.precision, "device": loaded.runner.device,
                                        "workers": workers, "intra_op_threads": intra_op_threads,
-                                       "load_s": round(seconds, 3), "warmup_s": round(warm_s, 3)})
+                                       "load_s": round(loaded.load_seconds, 3)})
 
-    def _load_blocking(self) -> tuple[ModelRunner, Tokenizer, float]:
+    def open_version(self, version: int | None) -> LoadedModel:
+        """Blocking (run it in a worker thread): verify, open, warm and probe ``version`` (None: the highest).
+
+        Raises :class:`~serve.repository.RepositoryError` or
+        :class:`~serve.errors.ConfigurationError` naming what is wrong; nothing is served yet.
+        """
+        started = time.perf_counter()
         s = self.settings
-        model = load_version(s.model_repository, s.model, s.version_number)
+        model = load_version(s.model_repository, s.model, version)
         runner = load_runner(model, s)
         tokenizer = model.load_tokenizer()
-        warm_s = 0.0
         if s.warmup:
-            warm_s = runner.warm_up(s.max_batch_size)
-            tokenizer.encode_batch(["warm up the tokenizer"], add_special_tokens=False)
-        return runner, tokenizer, warm_s
+            runner.warm_up(s.max_batch_size)
+        loaded = LoadedModel(runner, tokenizer, time.perf_counter() - started)
+        probabilities = [p.probability for p in self._score_texts(loaded, list(PROBE_TEXTS), observe=False)]
+        if not all(0.0 <= p <= 1.0 for p in probabilities):  # NaN fails both comparisons
+            raise RepositoryError(f"{model.model_path(s.precision)}: the graph answers {probabilities} for the "
+                                  "probe texts; a probability must lie in [0, 1]")
+        return dataclasses.replace(loaded, load_seconds=time.perf_counter() - started)
+
+    def switch(self, loaded: LoadedModel) -> LoadedModel:
+        """Serve ``loaded`` from now on (one reference assignment); returns the model it replaces.
+
+        Call it on the event loop: requests admitted before keep their model, later ones get
+        ``loaded``. Refused once the core is shutting down.
+        """
+        previous = self.loaded
+        if not self.ready:
+            raise ModelNotReady("the server is shutting down")
+        self._install(loaded)
+        return previous
+
+    def _install(self, loaded: LoadedModel) -> None:
+        self._loaded = loaded
+        if self._observer is not None:
+            self._observer.model_loaded(loaded.model, self.settings.precision, loaded.runner.device,
+                                        loaded.load_seconds)
 
     async def close(self) -> None:
         """Refuse new work; let queued and running batches finish."""
@@ -126,7 +185,7 @@ class InferenceCore:
             await self._batcher.close()
 
     def check_model(self, name: str, version: str = "") -> ModelVersion:
-        """The loaded model if ``name``/``version`` designate it ('' means the served version)."""
+        """The served model if ``name``/``version`` designate it ('' means the served version)."""
         model = self.model
         if name != model.name:
             raise ModelNotFound(f"unknown model {name!r}; this server serves {model.name!r}")
@@ -151,33 +210,38 @@ class InferenceCore:
                                    "(the model reads only the first and last tokens of long reviews)")
         return list(texts)
 
-    async def predict(self, texts: Sequence[str], deadline: float | None = None,
-                      field: str = "texts") -> list[Prediction]:
-        """Score ``texts`` (validated here); ``deadline`` is a time.monotonic() instant or None."""
+    async def predict(self, texts: Sequence[str], deadline: float | None = None, field: str = "texts") -> Scored:
+        """Score ``texts`` (validated here) with the model serving now; ``deadline`` is a time.monotonic() instant."""
         if not self.ready or self._batcher is None:
-            raise ModelNotReady("the model is not loaded and warm yet" if self.runner is None
+            raise ModelNotReady("the model is not loaded and warm yet" if self._loaded is None
                                 else "the server is shutting down")
         batch = self.validate(texts, field)
-        return await self._batcher.submit(batch, len(batch), deadline)
+        return await self._batcher.submit((self.loaded, batch), len(batch), deadline)
 
-    def _score_batch(self, requests: list[list[str]]) -> list[list[Prediction]]:
-        """Worker thread: tokenize every text of the coalesced requests, run by length groups, label."""
-        assert self.runner is not None and self._tokenizer is not None
-        model = self.runner.model
-        texts = [text for request in requests for text in request]
-        ids = encode_texts(self._tokenizer, texts, model.max_tokens, model.head_tokens, model.unk_id)
+    def _score_batch(self, requests: list[tuple[LoadedModel, list[str]]]) -> list[Scored]:
+        """Worker thread: score each request with the model it was admitted under (one pass per model)."""
+        out: list[Scored] = []
+        # Only a batch that straddles a switch holds two models; it gets two passes.
+        for loaded, group in itertools.groupby(requests, key=lambda request: request[0]):
+            texts_of = [texts for _, texts in group]
+            predictions = self._score_texts(loaded, [text for texts in texts_of for text in texts])
+            start = 0
+            for texts in texts_of:
+                out.append(Scored(loaded.model, predictions[start:start + len(texts)]))
+                start += len(texts)
+        return out
+
+    def _score_texts(self, loaded: LoadedModel, texts: list[str], observe: bool = True) -> list[Prediction]:
+        """Tokenize ``texts`` together, run them by length groups, label them (``observe``: record padding)."""
+        model = loaded.model
+        ids = encode_texts(loaded.tokenizer, texts, model.max_tokens, model.head_tokens, model.unk_id)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         probabilities = np.empty(len(ids), dtype=np.float32)
         for group in length_groups(lengths, self._rows_per_run):
             input_ids, group_lengths = pad_batch([ids[i] for i in group], model.pad_id)
-            probabilities[group] = self.runner.run(input_ids, group_lengths)
-            if self._observer is not None:
+            probabilities[group] = loaded.runner.run(input_ids, group_lengths)
+            if observe and self._observer is not None:
                 self._observer.padding(int(group_lengths.sum()), input_ids.size)
         negative, positive = model.labels
         threshold = model.threshold
-        predictions = [Prediction(positive if p >= threshold else negative, float(p)) for p in probabilities]
-        out, start = [], 0
-        for request in requests:
-            out.append(predictions[start:start + len(request)])
-            start += len(request)
-        return out
+        return [Prediction(positive if p >= threshold else negative, float(p)) for p in probabilities]

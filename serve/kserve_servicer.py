@@ -62,8 +62,11 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
                          ) -> pb.ModelInferResponse:
         if not request.model_name:
             raise InvalidInput("model_name is required")
-        model = self._core.check_model(request.model_name, request.model_version)
+        # Checked and admitted with no await in between: a reload (which switches on this loop)
+        # cannot slip between the version check and the request being bound to that version.
+        self._core.check_model(request.model_name, request.model_version)
         texts, raw = codec.texts_from_request(request, self._core.settings.max_texts_per_request)
         outputs = codec.requested_outputs(request)
-        predictions = await self._core.predict(texts, deadline_of(context), field=f"input {codec.INPUT!r}")
-        return codec.build_response(request, model.name, model.version, outputs, predictions, raw)
+        scored = await self._core.predict(texts, deadline_of(context), field=f"input {codec.INPUT!r}")
+        return codec.build_response(request, scored.model.name, scored.model.version, outputs, scored.predictions,
+                                    raw)

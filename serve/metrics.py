@@ -1,7 +1,8 @@
 """Prometheus metrics: one registry per server, served on ``--metrics-port``.
 
-:class:`Metrics` is the batcher's and the core's observer, and the edge interceptor records
-every RPC through :meth:`Metrics.request_done`; nothing else touches the collectors.
+:class:`Metrics` is the batcher's, the core's and the reloader's observer, and the edge
+interceptor records every RPC through :meth:`Metrics.request_done`; nothing else touches
+the collectors.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class Metrics:
         self.model_load_seconds = Gauge(f"{PREFIX}_model_load_seconds", "time to load, verify and warm the model",
                                         registry=r)
         self.model_ready = Gauge(f"{PREFIX}_model_ready", "1 once the model is loaded and warm", registry=r)
+        self.model_version = Gauge(f"{PREFIX}_model_version", "the version number serving now", registry=r)
+        self.reloads = Counter(f"{PREFIX}_model_reloads", "hot reload attempts, by trigger (watch, admin) and outcome "
+                               "(switched, unchanged, rejected, not_found)", ["trigger", "outcome"], registry=r)
         self._http: tuple[WSGIServer, Thread] | None = None
 
     # -- observer of the batcher and the core
@@ -68,9 +72,15 @@ class Metrics:
         self.padding_fraction.observe((padded_tokens - real_tokens) / padded_tokens if padded_tokens else 0.0)
 
     def model_loaded(self, model: ModelVersion, precision: str, device: str, seconds: float) -> None:
+        self.model_info.clear()  # after a reload only the version serving now is reported
         self.model_info.labels(model.name, str(model.version), precision, device).set(1)
+        self.model_version.set(model.version)
         self.model_load_seconds.set(seconds)
         self.model_ready.set(1)
+
+    # -- the reloader
+    def reload_done(self, trigger: str, outcome: str) -> None:
+        self.reloads.labels(trigger, outcome).inc()
 
     # -- the edge interceptor
     def request_started(self, method: str) -> None:

@@ -9,13 +9,18 @@ import grpc
 
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from serve.core import InferenceCore, Prediction
+from serve.core import InferenceCore, Prediction, Scored
 from serve.edge import deadline_of
 from serve.errors import ServingError
 
 
 def _predictions(predictions: Sequence[Prediction]) -> list[pb.Prediction]:
     return [pb.Prediction(label=p.label, probability=p.probability) for p in predictions]
+
+
+def _model_ref(scored: Scored) -> pb.ModelRef:
+    """The version that scored these texts (not the one serving now: a reload may have switched since)."""
+    return pb.ModelRef(name=scored.model.name, version=scored.model.version)
 
 
 class SentimentServicer(pb_grpc.SentimentServiceServicer):
@@ -25,17 +30,14 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
         self._core = core
         self._stream_window = stream_window
 
-    def _model_ref(self) -> pb.ModelRef:
-        return pb.ModelRef(name=self._core.model.name, version=self._core.model.version)
-
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
-        (prediction,) = await self._core.predict([request.text], deadline_of(context), field="text")
-        return pb.PredictResponse(prediction=_predictions([prediction])[0], model=self._model_ref())
+        scored = await self._core.predict([request.text], deadline_of(context), field="text")
+        return pb.PredictResponse(prediction=_predictions(scored.predictions)[0], model=_model_ref(scored))
 
     async def PredictBatch(self, request: pb.PredictBatchRequest,
                            context: grpc.aio.ServicerContext) -> pb.PredictBatchResponse:
-        predictions = await self._core.predict(request.texts, deadline_of(context), field="texts")
-        return pb.PredictBatchResponse(predictions=_predictions(predictions), model=self._model_ref())
+        scored = await self._core.predict(request.texts, deadline_of(context), field="texts")
+        return pb.PredictBatchResponse(predictions=_predictions(scored.predictions), model=_model_ref(scored))
 
     async def PredictStream(self, request_iterator: AsyncIterator[pb.PredictStreamRequest],
                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PredictStreamResponse]:
@@ -52,9 +54,9 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
 
         async def score(message: pb.PredictStreamRequest) -> None:
             try:
-                predictions = await self._core.predict(message.texts, deadline)
-                results.put_nowait(pb.PredictStreamResponse(id=message.id, predictions=_predictions(predictions),
-                                                            model=self._model_ref()))
+                scored = await self._core.predict(message.texts, deadline)
+                results.put_nowait(pb.PredictStreamResponse(id=message.id, predictions=_predictions(scored.predictions),
+                                                            model=_model_ref(scored)))
             except ServingError as exc:
                 results.put_nowait(type(exc)(f"request id={message.id!r}: {exc}"))
             except Exception as exc:

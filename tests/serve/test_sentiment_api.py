@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -82,7 +83,7 @@ class GatedRunner:
     """Wraps the real runner; holds every model run until released, and counts rows run."""
 
     def __init__(self, real) -> None:
-        self.real, self.model = real, real.model
+        self.real, self.model, self.device = real, real.model, real.device
         self.entered, self.release = threading.Event(), threading.Event()
         self.rows: list[int] = []
 
@@ -98,8 +99,9 @@ def gated(repository) -> Iterator[tuple[ServerThread, GatedRunner]]:
     """A server with a small queue whose model runs wait for the test (fake timing, real model)."""
     running = ServerThread(make_settings(repository, workers=1, max_queue_size=8, max_texts_per_request=8,
                                          max_message_bytes=4096))
-    runner = GatedRunner(running.server.core.runner)
-    running.server.core.runner = runner
+    core = running.server.core
+    runner = GatedRunner(core.loaded.runner)
+    core.switch(dataclasses.replace(core.loaded, runner=runner))
     yield running, runner
     runner.release.set()
     running.close()
@@ -146,7 +148,7 @@ def test_expired_request_is_dropped_before_inference(gated) -> None:
 
 def test_oversized_message_is_refused_by_size(gated) -> None:
     server, _ = gated
-    server.server.core.runner.release.set()
+    server.server.core.loaded.runner.release.set()
     with pytest.raises(grpc.RpcError) as info:
         stub(server).Predict(pb.PredictRequest(text="x" * 5000), timeout=TIMEOUT)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
