@@ -19,12 +19,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from protos.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
-from protos.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
+from protos.sentiment.v1 import admin_pb2, admin_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
+from serve.admin_servicer import ModelAdminServicer
 from serve.core import InferenceCore
 from serve.edge import EdgeInterceptor
 from serve.errors import ConfigurationError
 from serve.kserve_servicer import KServeServicer
 from serve.metrics import Metrics
+from serve.reload import ModelReloader, RepositoryWatcher
 from serve.security import auth_interceptors, server_credentials
 from serve.sentiment_servicer import SentimentServicer
 from serve.settings import Settings
@@ -32,6 +34,7 @@ from serve.settings import Settings
 log = logging.getLogger("serve.server")
 SENTIMENT_SERVICE = sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"].full_name
 KSERVE_SERVICE = grpc_predict_v2_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # "" is the whole server, as grpc_health_probe asks by default.
 HEALTH_NAMES = ("", SENTIMENT_SERVICE, KSERVE_SERVICE)
@@ -41,12 +44,15 @@ class Server:
     """The gRPC server with its core, health servicer and metrics endpoint."""
 
     def __init__(self, settings: Settings, grpc_server: grpc.aio.Server, core: InferenceCore,
-                 health_servicer: health.aio.HealthServicer, metrics: Metrics) -> None:
+                 health_servicer: health.aio.HealthServicer, metrics: Metrics, reloader: ModelReloader,
+                 watcher: RepositoryWatcher | None) -> None:
         self.settings = settings
         self.grpc = grpc_server
         self.core = core
         self.health = health_servicer
         self.metrics = metrics
+        self.reloader = reloader
+        self.watcher = watcher
         self.metrics_port: int | None = None
 
     async def start(self) -> None:
@@ -64,15 +70,19 @@ class Server:
                                          f"{self.settings.metrics_port}: {exc}") from exc
 
     async def load(self) -> None:
-        """Load and warm the model, then report SERVING."""
+        """Load and warm the model, then report SERVING (and start following new versions, if asked)."""
         await self.core.load()
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if self.watcher is not None:
+            self.watcher.start()
 
     async def stop(self, grace: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, finish in-flight ones within ``grace`` seconds, release the model."""
         grace = self.settings.grace_period_s if grace is None else grace
         await self.health.enter_graceful_shutdown()
+        if self.watcher is not None:
+            await self.watcher.stop()
         await self.grpc.stop(grace)
         await self.core.close()
         self.metrics.stop_http()
@@ -85,6 +95,8 @@ def create_server(settings: Settings) -> tuple[Server, int]:
     """
     metrics = Metrics()
     core = InferenceCore(settings, metrics)
+    reloader = ModelReloader(core, metrics)
+    watcher = RepositoryWatcher(reloader, settings) if settings.watch_repository else None
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -96,10 +108,11 @@ def create_server(settings: Settings) -> tuple[Server, int]:
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
         SentimentServicer(core, settings.stream_window), grpc_server)
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(core), grpc_server)
+    admin_pb2_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(core, reloader, settings), grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection(
-        (SENTIMENT_SERVICE, KSERVE_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), grpc_server)
+        (SENTIMENT_SERVICE, KSERVE_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), grpc_server)
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
     try:
@@ -109,7 +122,7 @@ def create_server(settings: Settings) -> tuple[Server, int]:
         raise ConfigurationError(f"cannot listen on {address}: {exc}") from exc
     if port == 0:
         raise ConfigurationError(f"cannot listen on {address} (port in use, or the address is not local)")
-    return Server(settings, grpc_server, core, health_servicer, metrics), port
+    return Server(settings, grpc_server, core, health_servicer, metrics, reloader, watcher), port
 
 
 def process_age_s() -> float | None:

@@ -32,6 +32,9 @@ class Settings:
     model_repository: Path = _opt(Path("models"), "model repository root (Triton layout)")
     model: str = _opt("imdb-lstm", "model name inside the repository")
     version: str = _opt("latest", "model version number, or 'latest' for the highest")
+    repository_poll_s: float = _opt(5.0, "with --version latest, seconds between looks for a newer version in the "
+                                         "repository, which is then loaded and switched to (0: off; a pinned "
+                                         "--version never reloads by itself)")
     host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = _opt(8001, "gRPC port (0: any free port)")
     metrics_port: int = _opt(8002, "Prometheus metrics port on the same host (0: any free port, -1: off)")
@@ -75,6 +78,7 @@ class Settings:
             ("max_message_bytes", 1024), ("stream_window", 1), ("intra_op_threads", 0), ("inter_op_threads", 0),
             ("workers", 0), ("max_rows_per_run", 1),
             ("port", 0), ("metrics_port", -1), ("max_queue_delay_ms", 0), ("grace_period_s", 0),
+            ("repository_poll_s", 0),
         ) if getattr(self, name) < low]
         if self.version != "latest" and not (self.version.isdigit() and int(self.version) > 0):
             problems.append(f"version must be a positive integer or 'latest', not {self.version!r}")
@@ -111,6 +115,11 @@ class Settings:
         if self.metrics_host is not None:
             return self.metrics_host
         return "127.0.0.1" if self.tls or self.auth_token_file is not None else self.host
+
+    @property
+    def watch_repository(self) -> bool:
+        """Whether the server follows new versions in the repository by itself (only when serving 'latest')."""
+        return self.version == "latest" and self.repository_poll_s > 0
 
     @property
     def version_number(self) -> int | None:

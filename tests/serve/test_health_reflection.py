@@ -57,7 +57,7 @@ def test_reflection_lists_every_service_and_serves_their_descriptors(server: Ser
                 reflection_pb2.ServerReflectionRequest(file_containing_symbol="inference.GRPCInferenceService")]
     replies = list(stub.ServerReflectionInfo(iter(requests), timeout=TIMEOUT))
     services = {s.name for s in replies[0].list_services_response.service}
-    assert services == {"sentiment.v1.SentimentService", "inference.GRPCInferenceService", "grpc.health.v1.Health",
-                        "grpc.reflection.v1alpha.ServerReflection"}
+    assert services == {"sentiment.v1.SentimentService", "inference.GRPCInferenceService", "sentiment.v1.ModelAdmin",
+                        "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
     assert replies[1].file_descriptor_response.file_descriptor_proto
     assert replies[2].file_descriptor_response.file_descriptor_proto
