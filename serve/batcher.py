@@ -11,7 +11,8 @@ batches run at once (one per worker thread). Policy:
   ``max_delay_s > 0`` that batch may also wait that long to fill up (only under load).
 * The queue is bounded in units: a submit that would overflow it raises
   :class:`~serve.errors.Overloaded` at once.
-* Items whose deadline has passed, or whose caller gave up, are dropped before ``process``.
+* Items whose deadline has passed, or whose caller gave up, are dropped before ``process``;
+  a caller that gives up frees its queue units at once.
 * If ``process`` raises, every item of that batch gets the exception.
 """
 
@@ -99,7 +100,7 @@ class Batcher(Generic[T, R]):
         try:
             return await pending.future
         except asyncio.CancelledError:
-            pending.future.cancel()  # the worker skips it if it has not started yet
+            self._withdraw(pending)
             raise
 
     async def close(self) -> None:
@@ -113,6 +114,21 @@ class Batcher(Generic[T, R]):
             await asyncio.gather(*self._running, return_exceptions=True)
         if self._own_executor:
             self._executor.shutdown(wait=True)
+
+    def _withdraw(self, pending: _Pending[T, R]) -> None:
+        """Drop an item whose caller gave up (client cancelled, deadline passed) from the queue now.
+
+        Left queued until the next dispatch, it would hold queue capacity that live requests are
+        refused for while every worker is busy. An item already taken into a batch is only
+        cancelled: its result is discarded.
+        """
+        pending.future.cancel()
+        for index, queued in enumerate(self._queue):
+            if queued is pending:
+                del self._queue[index]
+                self._queued_units -= pending.size
+                self._report_depth()
+                return
 
     def _report_depth(self) -> None:
         if self._observer is not None:
