@@ -37,7 +37,7 @@ class Settings:
                                          "--version never reloads by itself)")
     host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = _opt(8001, "gRPC port (0: any free port)")
-    metrics_port: int = _opt(8002, "Prometheus metrics port on the same host (0: any free port, -1: off)")
+    metrics_port: int = _opt(8002, "Prometheus metrics port, on --metrics-host (0: any free port, -1: off)")
     device: str = _opt("cpu", "execution device", ("cpu", "cuda"))
     allow_cpu_fallback: bool = _opt(False, "with --device cuda, run on CPU (with a warning) if CUDA is missing")
     precision: str = _opt("fp32", "which graph of the version to serve", ("fp32", "int8"))
