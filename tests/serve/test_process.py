@@ -160,7 +160,7 @@ async def main():
     server, port = create_server(load_settings(["--model-repository", {str(repository)!r}, "--port", "0",
                                                 "--metrics-port", "-1", "--intra-op-threads", "1"]))
     await server.start(); await server.load()
-    (prediction,) = await server.core.predict(["a fine film"])
+    (prediction,) = (await server.core.predict(["a fine film"])).predictions
     await server.stop(0)
     return prediction
 print(asyncio.run(main()).label)
