@@ -107,9 +107,9 @@ class Security:
     """
 
     tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    ca_file: str | Path | None = None
+    cert_file: str | Path | None = None
+    key_file: str | Path | None = None
     server_name: str | None = None
     token: str | None = field(default=None, repr=False)  # never in reprs or logs
 

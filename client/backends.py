@@ -13,9 +13,12 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from client.api import Security
 
 # What a backend returns for a list of texts, in their order: P(positive) (float32), the
 # label, and per text either None or why it could not be scored (then its label is None).
@@ -152,7 +155,7 @@ class ServerBackend:
     """
 
     def __init__(self, target: str, batch_size: int = 64, concurrency: int = 8, timeout_s: float = 30.0,
-                 credentials: Any = None, security: Any = None) -> None:
+                 credentials: Any = None, security: Security | None = None) -> None:
         from client.api import SentimentClient
 
         self.client = SentimentClient(target, credentials=credentials, security=security, timeout_s=timeout_s)

@@ -7,7 +7,6 @@ library, the batch scorer's server backend and the client CLI (as a subprocess) 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import json
 import logging
 import pickle
@@ -380,4 +379,4 @@ def test_client_security_options_are_checked(pki: Pki) -> None:
         Security(server_name="localhost")
     with pytest.raises(ValueError, match="cannot read the CA certificate"):
         SentimentClient("127.0.0.1:1", security=Security(ca_file=pki.ca.parent / "missing.pem"))
-    assert dataclasses.replace(Security(), tls=True).channel_credentials() is not None
+    assert Security(tls=True).channel_credentials() is not None and Security().channel_credentials() is None
