@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,15 +135,33 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     """
     if settings.tls_cert is None or settings.tls_key is None:
         return None
+    check_tls_files(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
     try:
         chain = settings.tls_cert.read_bytes()
         key = settings.tls_key.read_bytes()
         client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca is not None else None
     except OSError as exc:
         raise ConfigurationError(f"cannot read a TLS file: {exc}") from exc
-    for name, data in (("--tls-cert", chain), ("--tls-key", key), ("--tls-client-ca", client_ca)):
-        if data is not None and b"-----BEGIN " not in data:
-            raise ConfigurationError(f"{name} is not a PEM file (expected '-----BEGIN ...' blocks; "
-                                     "convert DER with `openssl x509 -inform der -in FILE -out FILE.pem`)")
     return grpc.ssl_server_credentials([(key, chain)], root_certificates=client_ca,
                                        require_client_auth=client_ca is not None)
+
+
+def check_tls_files(cert: Path, key: Path, client_ca: Path | None) -> None:
+    """Refuse unusable TLS files with the reason; grpc itself would only fail to bind the port.
+
+    Parsed with the standard library's OpenSSL bindings: same PEM formats grpc accepts.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # An encrypted key gets an empty password and fails here instead of prompting on a TTY.
+        context.load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as exc:
+        reason = ("the private key does not belong to the certificate" if "KEY_VALUES_MISMATCH" in str(exc)
+                  else "expected a PEM certificate chain and an unencrypted PEM private key (grpc cannot use "
+                       "encrypted keys; DER converts with `openssl x509 -inform der` / `openssl pkey -inform der`)")
+        raise ConfigurationError(f"--tls-cert {cert} with --tls-key {key}: {reason}") from exc
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except ssl.SSLError as exc:
+            raise ConfigurationError(f"--tls-client-ca {client_ca}: no PEM CA certificate in it") from exc

@@ -24,6 +24,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from client.__main__ import main
 from client.api import Security, SentimentClient, read_token
 from client.backends import ServerBackend
 from protos.inference import grpc_predict_v2_pb2 as kserve_pb
@@ -35,6 +36,7 @@ from serve.repository import RepositoryError, load_version, open_session
 from serve.security import TokenChecker, read_tokens
 from serve.server import create_server
 from serve.settings import Settings, load_settings
+from tests.client.helpers import read_rows, write_rows
 from tests.conftest import REPO_ROOT
 from tests.fixtures.certs import Pki, make_pki
 from tests.fixtures.server_thread import ServerThread, make_settings
@@ -240,6 +242,16 @@ def test_unusable_token_files_are_refused_without_echoing_them(tmp_path: Path, r
     assert TOKEN not in str(caught.value)
 
 
+def test_unusable_tls_files_are_refused_with_the_reason(repository: Path, pki: Pki) -> None:
+    for cert, key, client_ca, needle in (
+            (pki.server.cert, pki.client.key, None, "the private key does not belong to the certificate"),
+            (pki.server.key, pki.server.key, None, "expected a PEM certificate chain"),
+            (pki.server.cert, pki.server.key, pki.server.key, "--tls-client-ca .* no PEM CA certificate")):
+        settings = make_settings(repository, tls_cert=cert, tls_key=key, tls_client_ca=client_ca)
+        with pytest.raises(ConfigurationError, match=needle):
+            create_server(settings)
+
+
 # -- settings and the metrics bind address
 
 
@@ -370,6 +382,21 @@ def test_client_cli_over_tls_with_a_token_file(repository: Path, pki: Pki, token
     logged = json.dumps(process.lines)
     assert str(token_file) in logged and "/sentiment.v1.SentimentService/Predict" in logged  # settings, access log...
     assert TOKEN not in logged and OTHER_TOKEN not in logged           # ...the tokens are not
+
+
+def test_client_cli_scores_a_file_through_a_guarded_server(guarded: ServerThread, pki: Pki, token_file: Path,
+                                                          tmp_path: Path, capsys) -> None:
+    reviews = write_rows(tmp_path / "reviews.csv", [{"id": i, "review": text} for i, text in
+                                                     enumerate(["great fun", "a dull mess", "loved it"])])
+    secured = ["--server", guarded.address, "--tls-ca", str(pki.ca), "--token-file", str(token_file)]
+    assert main(["score", str(reviews), "--output", str(tmp_path / "scored.csv"), "--no-progress", *secured]) == 0
+    assert [row["id"] for row in read_rows(tmp_path / "scored.csv")] == ["0", "1", "2"]
+    assert main(["score", str(reviews), "--output", str(tmp_path / "bare.csv"), "--no-progress",
+                 "--server", guarded.address, "--tls-ca", str(pki.ca)]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # TLS flags mean nothing to in-process scoring: say so
+        main(["score", str(reviews), "--output", str(tmp_path / "local.csv"), "--local", "models/imdb-lstm",
+              "--tls-ca", str(pki.ca)])
 
 
 def test_client_security_options_are_checked(pki: Pki) -> None:
