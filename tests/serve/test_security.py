@@ -92,9 +92,9 @@ def bearer(token: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {token}"),)
 
 
-def health_of(channel: grpc.Channel, metadata=None) -> int:
-    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT,
-                                                      metadata=metadata).status
+def health_of(channel: grpc.Channel) -> int:
+    """The server's overall health status, asked without any token."""
+    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT).status
 
 
 def wait_until(condition: Callable[[], bool]) -> None:
