@@ -4,7 +4,7 @@
     python -m client health [--server 127.0.0.1:8001]
     python -m client score reviews.csv --output scored.csv --local models/imdb-lstm
     python -m client score reviews.parquet --output scored.parquet --server 127.0.0.1:8001 --resume
-    python -m client score reviews.parquet --output scored/ --ray --local models/imdb-lstm
+    python -m client score reviews.parquet --output scored.parquet --ray --local models/imdb-lstm
     python -m client predict "Great" --server edge:8001 --tls-ca ca.pem --token-file token.txt
 
 Exit status: 0 done, 1 error, 2 usage, 3 bad rows with --fail-on-bad-rows, 130 interrupted
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     backend.add_argument("--local", metavar="MODEL_PATH",
                          help="score in this process with ONNX Runtime from models/<name>[/<version>]")
     score.add_argument("--ray", action="store_true",
-                       help="score on Ray Data (needs --local MODEL_PATH; output is a folder of files)")
+                       help="score on a Ray Data actor pool (needs --local MODEL_PATH; same output as --local)")
     score.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
     score.add_argument("--ray-actors", type=_positive, default=None, help="ONNX Runtime actors (default: CPUs/threads)")
     score.add_argument("--text-column", default="review", help="column holding the review (default %(default)s)")

@@ -128,7 +128,7 @@ def _clean(value: str) -> tuple[str, bool]:
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace"), True
 
 
-def _text_error(value: Any) -> str | None:
+def text_error(value: Any) -> str | None:
     if value is None:
         return "missing text"
     if not isinstance(value, str):
@@ -224,7 +224,7 @@ class DelimitedReader(Reader):
             elif len(fields) != width:
                 error = f"row has {len(fields)} fields, the header has {width}"
             else:
-                error = _text_error(text)
+                error = text_error(text)
             gold = record.get(self.label_column) if self.label_column else None
             yield record, None if error else text, gold, error
 
@@ -272,7 +272,7 @@ class JsonLinesReader(Reader):
             record, error = self._parse(line)
             if error is None:
                 error = (f"missing column {self.text_column!r}" if self.text_column not in record
-                         else _text_error(record[self.text_column]))
+                         else text_error(record[self.text_column]))
             gold = record.get(self.label_column) if self.label_column else None
             yield record, None if error else record[self.text_column], gold, error
 
@@ -293,7 +293,7 @@ class TextReader(Reader):
         with self.path.open("r", encoding="utf-8", errors="surrogateescape", newline="\n") as handle:
             for line in handle:
                 text, bad_bytes = _clean(line.rstrip("\r\n"))
-                error = "undecodable bytes (not UTF-8)" if bad_bytes else _text_error(text)
+                error = "undecodable bytes (not UTF-8)" if bad_bytes else text_error(text)
                 yield {TEXT_COLUMN: text}, None if error else text, None, error
 
 
@@ -341,7 +341,7 @@ class AclImdbReader(Reader):
                 continue
             split, polarity, review_id, rating = match.groups()
             text, bad_bytes = _clean(raw.decode("utf-8", "surrogateescape"))
-            error = "undecodable bytes (not UTF-8)" if bad_bytes else _text_error(text)
+            error = "undecodable bytes (not UTF-8)" if bad_bytes else text_error(text)
             sentiment = "positive" if polarity == "pos" else "negative"
             record = {"path": match.group(0).lstrip("/"), "split": split, "id": int(review_id),
                       "rating": int(rating), "sentiment": sentiment, TEXT_COLUMN: text}
@@ -389,7 +389,7 @@ class ParquetReader(Reader):
 
     def _chunk(self, start: int, batch: Any) -> Chunk:
         values = batch.column(self.text_column).to_pylist()
-        errors = [_text_error(v) for v in values]
+        errors = [text_error(v) for v in values]
         texts = [None if e else v for v, e in zip(values, errors, strict=True)]
         gold = batch.column(self.label_column).to_pylist() if self.has_labels else None
         return Chunk(start, texts, errors, gold, batch=batch)

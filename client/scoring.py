@@ -14,11 +14,13 @@ half-written: it is absent until the run is complete.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,6 @@ from client.formats import (
     Chunk,
     FormatError,
     OutputSpec,
-    Reader,
     detect_format,
     merge_parts,
     open_reader,
@@ -41,7 +42,8 @@ from client.formats import (
 
 log = logging.getLogger("client.scoring")
 STATE_FILE = "state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the input is also identified by a hash of its first and last MiB
+SAMPLE_BYTES = 1 << 20
 _EXT = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "parquet": "parquet", "text": "txt"}
 
 
@@ -70,6 +72,16 @@ class ScoreOptions:
     bad_rows_path: Path | None = None  # default: <output>.bad_rows.jsonl
     summary_path: Path | None = None  # default: <output>.summary.json
     progress: bool = True
+
+
+@dataclass
+class ScoredChunk:
+    """A chunk with its scores: per row P(positive) and label, or None and why (``errors``)."""
+
+    chunk: Chunk
+    probabilities: list[float | None]
+    labels: list[str | None]
+    errors: list[str | None]
 
 
 @dataclass
@@ -129,13 +141,26 @@ def committed_parts(staging: Path, ext: str) -> list[tuple[Path, PartStats]]:
 
 
 def _input_fingerprint(path: Path) -> dict[str, Any]:
-    size = path.stat().st_size if path.is_file() else None  # a FIFO or folder has no useful size
-    return {"input": str(path.resolve()), "input_bytes": size}
+    """Identifies the input for --resume: path, size, and a hash of its first and last MiB.
+
+    The sample hash catches an input replaced by another of the same size (an edited or
+    re-exported file) without reading a large file whole; a FIFO or folder has neither.
+    """
+    if not path.is_file():
+        return {"input": str(path.resolve()), "input_bytes": None, "input_sample_sha256": None}
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        digest.update(handle.read(SAMPLE_BYTES))
+        if size > SAMPLE_BYTES:
+            handle.seek(max(SAMPLE_BYTES, size - SAMPLE_BYTES))
+            digest.update(handle.read(SAMPLE_BYTES))
+    return {"input": str(path.resolve()), "input_bytes": size, "input_sample_sha256": digest.hexdigest()}
 
 
 def _check_state(state: dict[str, Any], expected: dict[str, Any], staging: Path) -> None:
     for key, value in expected.items():
-        if key == "input_bytes" and (value is None or state.get(key) is None):
+        if key in ("input_bytes", "input_sample_sha256") and (value is None or state.get(key) is None):
             continue
         if state.get(key) != value:
             raise ScoringError(f"cannot resume: {staging / STATE_FILE} records {key}={state.get(key)!r}, this run "
@@ -159,14 +184,14 @@ class _Run:
         self.labels: tuple[str, str] = tuple(labels)  # type: ignore[assignment]
         self.has_labels = False
 
-    def prepare(self, reader: Reader) -> tuple[OutputSpec, int, list[tuple[Path, PartStats]]]:
+    def prepare(self, columns: list[str], text_column: str) -> tuple[OutputSpec, int, list[tuple[Path, PartStats]]]:
         """Create or reopen the staging folder; returns the spec, first row to score, and parts."""
-        spec = OutputSpec(self.out_fmt, reader.columns, reader.text_column, self.options.probability_column,
+        spec = OutputSpec(self.out_fmt, columns, text_column, self.options.probability_column,
                           self.options.prediction_column)
         spec.check()
         model = self.backend.describe()
         expected = {"version": STATE_VERSION, **_input_fingerprint(self.input_path), "input_format": self.in_fmt,
-                    "output_format": self.out_fmt, "columns": reader.columns, "text_column": reader.text_column,
+                    "output_format": self.out_fmt, "columns": columns, "text_column": text_column,
                     "label_column": self.options.label_column,
                     "added_columns": [spec.probability_column, spec.label_column],
                     "model": {"name": model.get("model"), "version": model.get("version")}}
@@ -183,8 +208,8 @@ class _Run:
         _fsync_write(self.staging / STATE_FILE, json.dumps(expected, indent=2))
         return spec, 0, []
 
-    def score_chunk(self, chunk: Chunk) -> tuple[list[float | None], list[str | None], PartStats]:
-        """Score the good rows of a chunk; bad rows get no probability and no label."""
+    def score_chunk(self, chunk: Chunk) -> ScoredChunk:
+        """Score the good rows of a chunk with the backend; bad rows get no probability and no label."""
         good = [i for i, text in enumerate(chunk.texts) if text is not None]
         probabilities: list[float | None] = [None] * len(chunk)
         labels: list[str | None] = [None] * len(chunk)
@@ -197,7 +222,12 @@ class _Run:
                     probabilities[i], labels[i] = p, label
                 else:  # the backend could not score it: a bad row like any other
                     errors[i] = error
-        good = [i for i in good if errors[i] is None]
+        return ScoredChunk(chunk, probabilities, labels, errors)
+
+    def account(self, scored: ScoredChunk) -> PartStats:
+        """The part's bad rows (with row numbers and ids) and confusion counts."""
+        chunk, labels, errors = scored.chunk, scored.labels, scored.errors
+        good = [i for i, error in enumerate(errors) if error is None]
         stats = PartStats(chunk.start, chunk.start + len(chunk))
         id_column = self.options.id_column
         for i, error in enumerate(errors):
@@ -211,15 +241,14 @@ class _Run:
             for i in good:
                 confusion.add(parse_gold(chunk.gold[i], self.labels), int(labels[i] == self.labels[1]))
         stats.confusion = asdict(confusion)
-        return probabilities, labels, stats
+        return stats
 
-    def commit(self, spec: OutputSpec, chunk: Chunk, probabilities: list[float | None],
-               labels: list[str | None], stats: PartStats) -> Path:
+    def commit(self, spec: OutputSpec, scored: ScoredChunk, stats: PartStats) -> Path:
         """Write the part and its twin under temporary names, then rename: twin first, part last."""
         name = _part_name(stats.start, stats.end, self.ext)
         part, twin = self.staging / name, (self.staging / name).with_suffix(".json")
         tmp_part, tmp_twin = self.staging / f".tmp-{name}", self.staging / f".tmp-{twin.name}"
-        write_part(tmp_part, spec, chunk, probabilities, labels)
+        write_part(tmp_part, spec, scored.chunk, scored.probabilities, scored.labels)
         with tmp_part.open("rb+") as handle:
             os.fsync(handle.fileno())
         _fsync_write(tmp_twin, json.dumps(asdict(stats)))
@@ -246,31 +275,44 @@ def score_file(input_path: str | Path, output: str | Path, backend: Backend,
     options = options or ScoreOptions()
     input_path, output = Path(input_path), Path(output)
     run = _Run(input_path, output, backend, options)
-    _, summary_path = default_side_paths(output)
-    summary_path = options.summary_path or summary_path
-    if options.resume and output.exists() and not run.staging.exists() and summary_path.is_file():
-        log.info("%s is already complete; nothing to resume", output)
-        return json.loads(summary_path.read_text(encoding="utf-8"))
+    done = already_complete(run)
+    if done is not None:
+        return done
     reader = open_reader(input_path, run.in_fmt, options.text_column, options.label_column)
     run.has_labels = reader.has_labels
     try:
-        spec, skip, parts = run.prepare(reader)
-        started, scored_now = time.monotonic(), 0
-        with _progress(reader.total_rows(), skip, options.progress) as bar:
-            for chunk in reader.chunks(options.chunk_rows, skip):
-                probabilities, labels, stats = run.score_chunk(chunk)
-                if stats.bad_rows and options.fail_on_bad_rows:
-                    first = stats.bad_rows[0]
-                    raise BadRowsError(f"stopped at row {first['row']}: {first['error']} (--fail-on-bad-rows). "
-                                       f"The rows before its chunk are kept in {run.staging}: --resume without "
-                                       "--fail-on-bad-rows continues there; a changed input needs a fresh start")
-                parts.append((run.commit(spec, chunk, probabilities, labels, stats), stats))
-                scored_now += len(chunk)
-                bar.update(len(chunk))
-        elapsed = time.monotonic() - started
+        spec, skip, parts = run.prepare(reader.columns, reader.text_column)
+        scored = (run.score_chunk(chunk) for chunk in reader.chunks(options.chunk_rows, skip))
+        return write_scored(run, spec, skip, parts, scored, reader.total_rows())
     finally:
         reader.close()
-    return finish(run, spec, parts, skip, scored_now, elapsed)
+
+
+def already_complete(run: _Run) -> dict[str, Any] | None:
+    """The summary of a finished run when ``--resume`` is asked again, else None."""
+    summary_path = run.options.summary_path or default_side_paths(run.output)[1]
+    if run.options.resume and run.output.exists() and not run.staging.exists() and summary_path.is_file():
+        log.info("%s is already complete; nothing to resume", run.output)
+        return json.loads(summary_path.read_text(encoding="utf-8"))
+    return None
+
+
+def write_scored(run: _Run, spec: OutputSpec, skip: int, parts: list[tuple[Path, PartStats]],
+                 scored: Iterator[ScoredChunk], total_rows: int | None) -> dict[str, Any]:
+    """Commit each scored chunk as a part (in row order), then merge them into the output."""
+    started, scored_now = time.monotonic(), 0
+    with _progress(total_rows, skip, run.options.progress) as bar:
+        for item in scored:
+            stats = run.account(item)
+            if stats.bad_rows and run.options.fail_on_bad_rows:
+                first = stats.bad_rows[0]
+                raise BadRowsError(f"stopped at row {first['row']}: {first['error']} (--fail-on-bad-rows). "
+                                   f"The rows before its chunk are kept in {run.staging}: --resume without "
+                                   "--fail-on-bad-rows continues there; a changed input needs a fresh start")
+            parts.append((run.commit(spec, item, stats), stats))
+            scored_now += len(item.chunk)
+            bar.update(len(item.chunk))
+    return finish(run, spec, parts, skip, scored_now, time.monotonic() - started)
 
 
 def finish(run: _Run, spec: OutputSpec, parts: list[tuple[Path, PartStats]], skip: int, scored_now: int,

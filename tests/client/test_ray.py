@@ -22,11 +22,6 @@ def ray_cluster():
     ray.shutdown()
 
 
-def output_rows(folder: Path, suffix: str) -> list[dict]:
-    """The rows of a Ray output folder: its files sorted by name hold the rows in input order."""
-    return [row for file in sorted(folder.glob(f"*{suffix}")) for row in read_rows(file)]
-
-
 @pytest.mark.parametrize(("source", "target"), [("in.parquet", "out.parquet"), ("in.csv", "out.jsonl")])
 def test_ray_matches_local(ray_cluster, tmp_path: Path, tiny_model: Path, reference, source: str,
                            target: str) -> None:
@@ -40,7 +35,7 @@ def test_ray_matches_local(ray_cluster, tmp_path: Path, tiny_model: Path, refere
     output = tmp_path / target
     summary = score_with_ray(write_rows(tmp_path / source, rows), output, tiny_model,
                              ScoreOptions(progress=False), threads=1, batch_size=16)
-    out = output_rows(output, Path(target).suffix)
+    out = read_rows(output)
     assert [r["id"] for r in out] == [r["id"] for r in rows]  # every row, in input order
     assert [r["review"] for r in out] == texts
     expected = reference(texts)
@@ -54,3 +49,26 @@ def test_ray_matches_local(ray_cluster, tmp_path: Path, tiny_model: Path, refere
     bad = [json.loads(line) for line in (tmp_path / f"{target}.bad_rows.jsonl").read_text().splitlines()]
     assert bad == [{"row": 18, "error": "empty text", "id": "r17"}]
     assert not (tmp_path / f"{target}.partial").exists()
+
+
+def test_ray_resume_after_stop(ray_cluster, tmp_path: Path, tiny_model: Path, reference) -> None:
+    """A run stopped part-way (--fail-on-bad-rows) resumes under --ray: no row lost, none twice."""
+    from client.ray_scoring import score_with_ray
+    from client.scoring import BadRowsError, ScoreOptions
+
+    texts = make_reviews(120, seed=3)
+    texts[70] = ""
+    rows = [{"id": f"r{i}", "review": t} for i, t in enumerate(texts)]
+    source, output = write_rows(tmp_path / "in.parquet", rows), tmp_path / "out.csv"
+    with pytest.raises(BadRowsError, match="row 71"):
+        score_with_ray(source, output, tiny_model, ScoreOptions(progress=False, chunk_rows=32,
+                                                                fail_on_bad_rows=True), threads=1)
+    assert not output.exists() and len(list((tmp_path / "out.csv.partial").glob("part-*.csv"))) == 2
+    summary = score_with_ray(source, output, tiny_model, ScoreOptions(progress=False, chunk_rows=32, resume=True),
+                             threads=1)
+    out = read_rows(output)
+    assert [r["id"] for r in out] == [r["id"] for r in rows]
+    assert summary["resumed_at_row"] == 64 and summary["rows_this_run"] == 56 and summary["bad_rows"] == 1
+    expected = reference(texts)
+    assert all(probability(row["probability"]) == pytest.approx(p, abs=1e-6)
+               for i, (row, p) in enumerate(zip(out, expected, strict=True)) if i != 70)

@@ -124,11 +124,12 @@ class ScoringProbe:
         self.reader = open_reader(source, self.run.in_fmt, options.text_column, options.label_column)
 
     def commit_rows(self, start: int, end: int) -> None:
-        spec, skip, _ = self.run.prepare(self.reader)
+        spec, skip, _ = self.run.prepare(self.reader.columns, self.reader.text_column)
         for chunk in self.reader.chunks(self.run.options.chunk_rows, skip):
             if chunk.start >= end:
                 break
-            self.run.commit(spec, chunk, *self.run.score_chunk(chunk))
+            scored = self.run.score_chunk(chunk)
+            self.run.commit(spec, scored, self.run.account(scored))
         self.reader.close()
 
 
