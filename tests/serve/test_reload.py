@@ -184,15 +184,16 @@ def test_switching_under_concurrent_load_fails_no_request(running: ServerThread,
     try:
         while time.monotonic() < deadline and len(switches) < 50:
             target = VERSIONS[(len(switches) + 1) % len(VERSIONS)]  # 2, 3, 1, 2, ...
+            mark = len(answers)
             switches.append(reload(running, target).outcome)
-            time.sleep(0.1)
+            wait_until(lambda t=target, m=mark: any(v == t for v, _, _ in answers[m:]), f"an answer from {target}")
+            time.sleep(0.05)  # let requests pile up on this version before the next switch
     finally:
         stop.set()
         for thread in threads:
             thread.join(TIMEOUT)
     assert not failures, f"{len(failures)} failed requests, first: {failures[0]!r}"
     assert len(switches) >= 3 and set(switches) == {"switched"}
-    assert len({version for version, _, _ in answers}) == len(VERSIONS)  # load really ran across switches
     wrong = [(v, t[:20], p) for v, t, p in answers if abs(p - references[v](t)) > 1e-6]
     assert not wrong, f"{len(wrong)} of {len(answers)} answers differ from their version's own scoring: {wrong[:3]}"
     final = running.server.core.model.version
