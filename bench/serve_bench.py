@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import DEFAULT_DATA, free_port, machine  # noqa: E402
+from bench.machine import DEFAULT_DATA, free_port, machine, write_results  # noqa: E402
 from serve.preprocessing import encode_texts, pad_batch  # noqa: E402
 
 
@@ -70,12 +70,13 @@ class RssSampler(threading.Thread):
             self.samples.append((time.monotonic(), rss_mb(self.pid)))
 
 
-def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int, int, float]:
-    """Start ``python -m serve``; returns the process, gRPC port, metrics port and seconds to SERVING."""
+def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[subprocess.Popen, int, int, float]:
+    """Start ``python -m serve`` (on ``port``, else a free one); returns the process, gRPC port, metrics port
+    and seconds to SERVING."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    port, metrics_port = free_port(), free_port()
+    port, metrics_port = port or free_port(), free_port()
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "serve", "--model-repository", str(args.model_repository), "--port", str(port),
                "--metrics-port", str(metrics_port), "--workers", str(args.threads),
@@ -320,11 +321,7 @@ def main() -> None:
     if not args.no_torch:
         results["pytorch_in_process"] = torch_in_process(args, texts)
     results["load_average_after"] = os.getloadavg()
-    table = markdown(results)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "serve_bench.md").write_text(table + "\n")
+    write_results(args.out, "serve_bench", results, markdown(results))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -59,12 +58,6 @@ def start_process(repository: Path, *args: str) -> tuple[ServeProcess, int, str]
         raise
     port = int(re.search(r":(\d+)$", listening["address"]).group(1))
     return process, port, f"http://127.0.0.1:{listening['metrics_port']}/metrics"
-
-
-def metric(url: str, name: str) -> float:
-    """The sum of a metric's samples on the server's Prometheus page (0 when absent)."""
-    text = urllib.request.urlopen(url, timeout=TIMEOUT).read().decode()
-    return sum(float(v) for v in re.findall(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.MULTILINE))
 
 
 def metrics_url(server: ServerThread) -> str:

@@ -13,11 +13,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from bench.load import metric
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 from serve.runtime import ModelRunner
 from tests.fixtures.server_thread import ServerThread, make_settings
-from tests.reliability.conftest import TIMEOUT, metric, metrics_url, wait_until
+from tests.reliability.conftest import TIMEOUT, metrics_url, wait_until
 
 WINDOW = 4
 MESSAGES = 200
