@@ -7,7 +7,8 @@ state must be observed while work is in progress; the server itself is real.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -29,11 +30,14 @@ def scored_requests(server: ServerThread) -> float:
     return metric(metrics_url(server), "sentiment_texts_total") / TEXTS_PER_MESSAGE
 
 
-def settled(read: callable, quiet_polls: int = 25) -> float:
-    """``read()`` once it has stopped changing for ``quiet_polls`` polls in a row (bounded)."""
+def settled(read: Callable[[], float], quiet_polls: int = 25) -> float:
+    """``read()`` once it has stopped changing for ``quiet_polls`` polls 20 ms apart (bounded).
+
+    A broken window only makes the value climb further, so a slow machine cannot hide it.
+    """
     last, same = read(), 0
     for _ in range(1000):
-        threading.Event().wait(0.02)
+        time.sleep(0.02)
         value = read()
         same = same + 1 if value == last else 0
         last = value
