@@ -20,7 +20,7 @@ import pytest
 
 from bench.load import Outcome, closed_loop, metric, summarize
 from bench.machine import free_port
-from client.api import RetryPolicy, SentimentClient
+from client.api import SentimentClient
 from tests.client.helpers import read_rows
 from tests.client.test_resume import committed, csv_text, rows
 from tests.conftest import REPO_ROOT
@@ -68,9 +68,8 @@ def test_client_retry_policy_recovers_across_sigkill_and_restart_on_the_same_por
     port = free_port()
     first, _, _ = start_process(repository, "--port", str(port))
     second = None
-    # Sized for a restart: about 17 s of full-jitter backoff at most (the default policy allows 1.5 s).
-    client = SentimentClient(f"127.0.0.1:{port}", timeout_s=TIMEOUT,
-                             retry=RetryPolicy(attempts=12, initial_backoff_s=0.2, max_backoff_s=2.0))
+    # The default policy: it must outlast a restart by itself.
+    client = SentimentClient(f"127.0.0.1:{port}", timeout_s=TIMEOUT)
     try:
         before = client.predict("a wonderful film")
         first.proc.kill()
