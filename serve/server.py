@@ -93,7 +93,13 @@ def create_server(settings: Settings) -> tuple[Server, int]:
 
     Nothing is loaded yet: call ``await server.start()`` then ``await server.load()``.
     """
+    # Read the credentials first: an unusable certificate or token file is refused before
+    # anything else is built (and without needing an event loop).
+    credentials = server_credentials(settings)
+    token_check = auth_interceptors(settings)
     metrics = Metrics()
+    # The edge wraps the token check, so refused calls are counted and logged like any other.
+    interceptors = [EdgeInterceptor(metrics), *token_check]
     core = InferenceCore(settings, metrics)
     reloader = ModelReloader(core, metrics)
     watcher = RepositoryWatcher(reloader, settings) if settings.watch_repository else None
@@ -102,9 +108,7 @@ def create_server(settings: Settings) -> tuple[Server, int]:
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
     ]
-    # The edge wraps the token check, so refused calls are counted and logged like any other.
-    grpc_server = grpc.aio.server(interceptors=[EdgeInterceptor(metrics), *auth_interceptors(settings)],
-                                  options=options)
+    grpc_server = grpc.aio.server(interceptors=interceptors, options=options)
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
         SentimentServicer(core, settings.stream_window), grpc_server)
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(core), grpc_server)
@@ -114,7 +118,6 @@ def create_server(settings: Settings) -> tuple[Server, int]:
     reflection.enable_server_reflection(
         (SENTIMENT_SERVICE, KSERVE_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), grpc_server)
     address = f"{settings.host}:{settings.port}"
-    credentials = server_credentials(settings)
     try:
         port = (grpc_server.add_secure_port(address, credentials) if credentials is not None
                 else grpc_server.add_insecure_port(address))
