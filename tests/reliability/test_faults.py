@@ -56,8 +56,15 @@ def test_sigterm_under_load_finishes_every_admitted_call_and_refuses_new_ones_wi
     # Refused calls get UNAVAILABLE (retryable). A call that reaches the server in the instant grpc
     # begins its shutdown is cancelled by grpc itself (CANCELLED, before any handler runs: the
     # server's log below has no such call); a known limit, see docs/reliability.md.
-    assert "UNAVAILABLE" in codes and set(codes) <= {"OK", "UNAVAILABLE", "CANCELLED"}, codes
-    assert codes.get("CANCELLED", 0) <= 12, codes  # at most one racing call per client
+    # Rarely (1 run in about 35 here, on a loaded machine) grpc's transport ends a call racing the
+    # connection teardown with INTERNAL (an RST_STREAM or GOAWAY; grpc/grpc issue 14109 calls this an
+    # inherent corner case of shutdown). That is not the server's answer: its own INTERNAL always reads
+    # "internal error (...)", and the server log below shows every handled call ended OK.
+    transport = [o for o in result if o.code == "INTERNAL" and not o.details.startswith("internal error (")]
+    unexpected = [(o.kind, o.code, o.details) for o in result
+                  if o.code not in ("OK", "UNAVAILABLE", "CANCELLED") and o not in transport]
+    assert "UNAVAILABLE" in codes and not unexpected, (codes, unexpected[:5])
+    assert codes.get("CANCELLED", 0) + len(transport) <= 12, codes  # at most one racing call per client
     # Every call the server began handling ended OK there, and the clients saw each of those answers.
     handled = [line for line in process.lines if line.get("msg") == "rpc" and line["method"].startswith(API_METHODS)]
     assert {line["code"] for line in handled} == {"OK"}
