@@ -50,6 +50,12 @@ def load_texts(data: Path, count: int, seed: int) -> list[str]:
     return [r.text for r in random.Random(seed).sample(reviews, count)]
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -247,12 +253,13 @@ def markdown(results: dict[str, Any]) -> str:
              f"{results['load_average_before'][0]:.2f}/{results['load_average_after'][0]:.2f}; "
              f"CPUs used: {results['threads']}; "
              f"{results['texts']} IMDB test reviews; {results['seconds']} s per row; `{results['command']}`", "",
-             "| load | server texts/s | p50 ms | p99 ms | vs in-process ceiling |",
-             "|---|---:|---:|---:|---:|"]
+             "| load | server texts/s | p50 ms | p99 ms | vs in-process ceiling | server CPUs | load-generator CPUs |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for row in results["server"]:
         load = f"c={row['concurrency']}, {row['texts_per_request']} text(s)/request"
         lines.append(f"| {load} | {row['texts_per_s']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-                     f"{row['texts_per_s'] / ort_['ceiling_texts_per_s']:.2f}x |")
+                     f"{row['texts_per_s'] / ort_['ceiling_texts_per_s']:.2f}x | {row.get('server_cpus', 0):.2f} | "
+                     f"{row.get('loadgen_cpus', 0):.2f} |")
     lines += ["", "| in-process | single review p50 ms | single texts/s | best batched texts/s (length-sorted) |",
               "|---|---:|---:|---:|",
               f"| ONNX Runtime | {ort_['single_p50_ms']:.2f} | {ort_['single_texts_per_s']:.0f} | "
@@ -296,7 +303,13 @@ def main() -> None:
     try:
         for per_request in args.per_request:
             for concurrency in args.concurrency:
+                server_cpu, own_cpu, began = cpu_seconds(proc.pid), time.process_time(), time.monotonic()
                 row = asyncio.run(drive(port, texts, concurrency, per_request, args.seconds, args.warmup_s))
+                # Where the two CPUs went during the row (warm-up included): the server process,
+                # this load generator, and what is left (idle, or other work on the machine).
+                wall = time.monotonic() - began
+                row["server_cpus"] = (cpu_seconds(proc.pid) - server_cpu) / wall
+                row["loadgen_cpus"] = (time.process_time() - own_cpu) / wall
                 print(json.dumps(row), flush=True)
                 rows.append(row)
                 first_row_end = first_row_end or rss_mb(proc.pid)

@@ -6,6 +6,8 @@
     python -m client score reviews.parquet --output scored.parquet --server 127.0.0.1:8001 --resume
     python -m client score reviews.parquet --output scored.parquet --ray --local models/imdb-lstm
     python -m client predict "Great" --server edge:8001 --tls-ca ca.pem --token-file token.txt
+    python -m client status --token-file token.txt         # served version, last reload
+    python -m client reload --version 2 --token-file token.txt
 
 Exit status: 0 done, 1 error, 2 usage, 3 bad rows with --fail-on-bad-rows, 130 interrupted
 (the output is resumable with --resume).
@@ -79,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("health", parents=[connect],
                         help="print the server's health status (exit 0 only when SERVING)")
 
+    commands.add_parser("status", parents=[connect],
+                        help="print the served model version and the last reload (admin: needs --token-file)")
+    reload = commands.add_parser("reload", parents=[connect],
+                                 help="load, verify and switch to a model version (admin: needs --token-file)")
+    reload.add_argument("--version", type=int, default=0, help="version number (default: 0, the highest present)")
+
     score = commands.add_parser("score", parents=[common, secure],
                                 help="score a file of reviews into a scored copy of it")
     score.add_argument("input", type=Path, help="CSV/TSV, JSON Lines, Parquet, text (one review per line), "
@@ -150,6 +158,16 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0 if status == "SERVING" else 1
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    """``status`` and ``reload``: the ModelAdmin service, answers printed as JSON."""
+    from client.api import SentimentClient
+
+    with SentimentClient(args.server, security=_security(args), timeout_s=args.timeout) as client:
+        answer = client.model_status() if args.command == "status" else client.reload_model(args.version)
+    print(json.dumps(answer, indent=2))
+    return 0
+
+
 def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from client.scoring import ScoreOptions, format_summary, score_file
 
@@ -204,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_predict(args)
         if args.command == "health":
             return cmd_health(args)
+        if args.command in ("status", "reload"):
+            return cmd_admin(args)
         return cmd_score(args, parser)
     except KeyboardInterrupt:
         if args.command == "score":

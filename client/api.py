@@ -32,9 +32,9 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from protos.sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
+from protos.sentiment.v1 import admin_pb2, admin_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
 
-# Every RPC of this client is idempotent (scoring has no side effects), so a call may be
+# Every scoring and status RPC is idempotent (no side effects), so such a call may be
 # repeated whenever the server could not have answered it: not up (UNAVAILABLE), queue full
 # (RESOURCE_EXHAUSTED), or cancelled by a server shutting down at the instant it arrived
 # (CANCELLED; a cancel by this client never reaches the retry loop).
@@ -181,6 +181,7 @@ class SentimentClient:
                         else grpc.insecure_channel(target, options))
         self._stub = sentiment_pb2_grpc.SentimentServiceStub(self.channel)
         self._health = health_pb2_grpc.HealthStub(self.channel)
+        self._admin = admin_pb2_grpc.ModelAdminStub(self.channel)
 
     def __enter__(self) -> SentimentClient:
         return self
@@ -197,6 +198,29 @@ class SentimentClient:
         response = with_retries(lambda: self._stub.Predict(request, timeout=self.timeout_s, metadata=self._metadata),
                                 self.retry)
         return _prediction(response.prediction, response.model)
+
+    def reload_model(self, version: int = 0) -> dict[str, Any]:
+        """Ask the server to load, verify, warm and switch to ``version`` (0: the highest present).
+
+        Needs a server started with ``--auth-token-file`` and this client's token. Not retried:
+        a reload that timed out may still complete, ask :meth:`model_status` instead.
+        """
+        r = self._admin.ReloadModel(admin_pb2.ReloadModelRequest(version=version), timeout=self.timeout_s,
+                                    metadata=self._metadata)
+        return {"model": r.model, "previous_version": r.previous_version, "version": r.version,
+                "outcome": r.outcome, "message": r.message}
+
+    def model_status(self) -> dict[str, Any]:
+        """The version serving now, precision, device, watcher interval and the last reload attempt."""
+        r = with_retries(lambda: self._admin.GetModelStatus(admin_pb2.GetModelStatusRequest(),
+                                                            timeout=self.timeout_s, metadata=self._metadata),
+                         self.retry)
+        last = r.last_reload if r.HasField("last_reload") else None
+        return {"model": r.model, "version": r.version, "precision": r.precision, "device": r.device,
+                "repository_poll_s": r.repository_poll_s,
+                "last_reload": None if last is None else {
+                    "trigger": last.trigger, "version": last.version, "outcome": last.outcome,
+                    "message": last.message, "finished_unix_s": last.finished_unix_s}}
 
     def predict_batch(self, texts: list[str]) -> list[Prediction]:
         """Score several reviews in one request; results in the order of ``texts``."""

@@ -387,3 +387,24 @@ def test_admin_rpcs_are_refused_without_token_authentication(running: ServerThre
             call(request, timeout=TIMEOUT, metadata=AUTH)
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED and "--auth-token-file" in info.value.details()
     assert predict(running).model.version == 1
+
+
+def test_client_cli_status_and_reload(admin_server: ServerThread, templates: Path, repo: Path, tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from client.__main__ import main
+
+    token_file = tmp_path / "client-token.txt"
+    token_file.write_text(TOKEN + "\n", encoding="utf-8")
+    connect = ["--server", admin_server.address, "--token-file", str(token_file)]
+    publish(templates, repo, 2)
+    assert main(["reload", *connect]) == 0  # no --version: the highest present
+    reply = json.loads(capsys.readouterr().out)
+    assert (reply["previous_version"], reply["version"], reply["outcome"]) == (1, 2, "switched")
+    assert main(["status", *connect]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert (status["version"], status["last_reload"]["trigger"], status["last_reload"]["outcome"]) == \
+        (2, "admin", "switched")
+    assert main(["reload", "--version", "7", *connect]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err
+    assert main(["status", "--server", admin_server.address]) == 1  # no token
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
