@@ -43,7 +43,7 @@ RESTART_RETRY = {"attempts": 10, "initial_backoff_s": 0.2, "max_backoff_s": 2.0}
 def server_args(args: argparse.Namespace, *extra: str) -> argparse.Namespace:
     """The namespace serve_bench.start_server reads, with extra ``python -m serve`` flags."""
     return argparse.Namespace(model_repository=args.model_repository, threads=args.threads,
-                              max_batch_size=64, max_queue_delay_ms=0.0,
+                              max_batch_size=None, max_queue_delay_ms=0.0,
                               server_args=["--intra-op-threads", "1", *extra])
 
 

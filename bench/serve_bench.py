@@ -86,7 +86,8 @@ def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[sub
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "serve", "--model-repository", str(args.model_repository), "--port", str(port),
                "--metrics-port", str(metrics_port), "--workers", str(args.threads),
-               "--max-batch-size", str(args.max_batch_size), "--max-queue-delay-ms", str(args.max_queue_delay_ms),
+               *(["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else []),
+               "--max-queue-delay-ms", str(args.max_queue_delay_ms),
                "--log-level", "warning", *args.server_args]
     started = time.monotonic()
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
@@ -282,7 +283,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("IMDB_DATA", DEFAULT_DATA)))
     parser.add_argument("--texts", type=int, default=2000, help="reviews sampled from the test split")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--max-batch-size", type=int, default=None, help="server flag (default: the server's)")
     parser.add_argument("--max-queue-delay-ms", type=float, default=0.0)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per load row")
     parser.add_argument("--warmup-s", type=float, default=1.5)

@@ -47,7 +47,9 @@ class Settings:
     inter_op_threads: int = _opt(1, "ONNX Runtime threads across operators (the LSTM graph is sequential)")
     allow_spinning: bool = _opt(False, "let ONNX Runtime's idle threads spin (lower latency, burns shared CPU)")
     cpu_arena: bool = _opt(False, "ONNX Runtime CPU memory arena (off: memory stays flat with varied lengths)")
-    max_batch_size: int = _opt(64, "most texts coalesced into one batch (tokenized together, then split by length)")
+    max_batch_size: int = _opt(12, "most texts coalesced into one batch (tokenized together, then split by "
+                                   "length); small batches keep requests queued for the next free worker under "
+                                   "many concurrent single-text calls (a larger request still runs whole)")
     max_rows_per_run: int = _opt(8, "most texts in one ONNX Runtime call (the LSTM materialises its input "
                                     "projection for every time step: big runs fall out of cache)")
     max_queue_delay_ms: float = _opt(0.0, "under load, wait up to this long for a model run to fill "
