@@ -173,6 +173,9 @@ class _Run:
     def __init__(self, input_path: Path, output: Path, backend: Backend, options: ScoreOptions) -> None:
         self.input_path, self.output, self.backend, self.options = input_path, output, backend, options
         self.in_fmt = detect_format(input_path, options.input_format)
+        if output.is_dir():
+            raise FormatError(f"--output {output} is a folder: name a file (.csv, .tsv, .jsonl, .parquet, .txt); "
+                              "remove the folder if an earlier --ray run left it there")
         self.out_fmt = options.output_format or (
             detect_format(output) if output.suffix else self.in_fmt)
         if self.out_fmt not in OUTPUT_FORMATS:

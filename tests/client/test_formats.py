@@ -89,6 +89,13 @@ def test_missing_text_column_is_a_clear_error(tmp_path: Path, local_backend) -> 
         score_file(source, tmp_path / "out.csv", local_backend, options())
 
 
+def test_an_output_that_is_a_folder_is_refused(tmp_path: Path, local_backend) -> None:
+    source = write_rows(tmp_path / "in.csv", [{"id": "1", "review": "great"}])
+    (tmp_path / "out.parquet").mkdir()  # e.g. left by an older --ray run, which wrote folders
+    with pytest.raises(FormatError, match="is a folder"):
+        score_file(source, tmp_path / "out.parquet", local_backend, options())
+
+
 def test_added_column_clash_is_refused(tmp_path: Path, local_backend) -> None:
     source = write_rows(tmp_path / "in.jsonl", [{"review": "great", "label": "pos"}])
     with pytest.raises(FormatError, match="already has column"):
