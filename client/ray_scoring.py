@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from client.formats import Chunk, FormatError, detect_format, open_reader, text_error
-from client.scoring import ScoredChunk, ScoreOptions, _Run, already_complete, write_scored
+from client.scoring import ScoredChunk, ScoreOptions, ScoringRun, already_complete, write_scored
 
 log = logging.getLogger("client.ray_scoring")
 RAY_INPUTS = ("csv", "tsv", "jsonl", "parquet", "text")
@@ -150,7 +150,7 @@ def score_with_ray(input_path: str | Path, output: str | Path, model_path: str |
         cpus = int(ray.cluster_resources().get("CPU", 1))
         # Leave a CPU for the read tasks, or they wait behind busy actors.
         pool = actors or max(1, (cpus - 1) // threads)
-        run = _Run(input_path, output, RayBackend(model_path, precision, pool, threads), options)
+        run = ScoringRun(input_path, output, RayBackend(model_path, precision, pool, threads), options)
         done = already_complete(run)
         if done is not None:
             return done

@@ -167,8 +167,8 @@ def _check_state(state: dict[str, Any], expected: dict[str, Any], staging: Path)
                                f"has {value!r}. Use the same input and options, or remove {staging}.")
 
 
-class _Run:
-    """One invocation of score_file: its staging folder, output spec and running totals."""
+class ScoringRun:
+    """One scoring run (score_file or score_with_ray): its staging folder, output spec and running totals."""
 
     def __init__(self, input_path: Path, output: Path, backend: Backend, options: ScoreOptions) -> None:
         self.input_path, self.output, self.backend, self.options = input_path, output, backend, options
@@ -277,7 +277,7 @@ def score_file(input_path: str | Path, output: str | Path, backend: Backend,
     """
     options = options or ScoreOptions()
     input_path, output = Path(input_path), Path(output)
-    run = _Run(input_path, output, backend, options)
+    run = ScoringRun(input_path, output, backend, options)
     done = already_complete(run)
     if done is not None:
         return done
@@ -291,7 +291,7 @@ def score_file(input_path: str | Path, output: str | Path, backend: Backend,
         reader.close()
 
 
-def already_complete(run: _Run) -> dict[str, Any] | None:
+def already_complete(run: ScoringRun) -> dict[str, Any] | None:
     """The summary of a finished run when ``--resume`` is asked again, else None."""
     summary_path = run.options.summary_path or default_side_paths(run.output)[1]
     if run.options.resume and run.output.exists() and not run.staging.exists() and summary_path.is_file():
@@ -300,7 +300,7 @@ def already_complete(run: _Run) -> dict[str, Any] | None:
     return None
 
 
-def write_scored(run: _Run, spec: OutputSpec, skip: int, parts: list[tuple[Path, PartStats]],
+def write_scored(run: ScoringRun, spec: OutputSpec, skip: int, parts: list[tuple[Path, PartStats]],
                  scored: Iterator[ScoredChunk], total_rows: int | None) -> dict[str, Any]:
     """Commit each scored chunk as a part (in row order), then merge them into the output."""
     started, scored_now = time.monotonic(), 0
@@ -318,7 +318,7 @@ def write_scored(run: _Run, spec: OutputSpec, skip: int, parts: list[tuple[Path,
     return finish(run, spec, parts, skip, scored_now, time.monotonic() - started)
 
 
-def finish(run: _Run, spec: OutputSpec, parts: list[tuple[Path, PartStats]], skip: int, scored_now: int,
+def finish(run: ScoringRun, spec: OutputSpec, parts: list[tuple[Path, PartStats]], skip: int, scored_now: int,
            elapsed: float) -> dict[str, Any]:
     """Merge the parts into the output, write the bad-rows file and summary, drop the staging folder."""
     options, output = run.options, run.output

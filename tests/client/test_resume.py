@@ -118,9 +118,9 @@ class ScoringProbe:
 
     def __init__(self, source: Path, output: Path, backend, options: ScoreOptions) -> None:
         from client.formats import open_reader
-        from client.scoring import _Run
+        from client.scoring import ScoringRun
 
-        self.run = _Run(source, output, backend, options)
+        self.run = ScoringRun(source, output, backend, options)
         self.reader = open_reader(source, self.run.in_fmt, options.text_column, options.label_column)
 
     def commit_rows(self, start: int, end: int) -> None:
