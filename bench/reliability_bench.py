@@ -1,6 +1,7 @@
 """Reliability benchmark (not a test): soak, overload and SIGKILL/restart against the shipped model.
 
     python bench/reliability_bench.py [--soak-seconds 60] [--clients 32] [--threads 2]
+        [--scenarios soak overload restart] [--out DIR] [--server-args FLAG ...]
 
 1. Soak: ``--clients`` closed-loop clients mixing both APIs (Predict, PredictBatch of 8,
    KServe ModelInfer of 4, two-message PredictStream; bench/load.py) for ``--soak-seconds``;
@@ -10,11 +11,11 @@
    sending PredictBatch of 8 texts (far above capacity); refusals (RESOURCE_EXHAUSTED) and
    their latency, admitted requests and theirs, then one plain call right after.
 3. SIGKILL and restart: ``--restart-clients`` threads of ``client.api.SentimentClient``
-   (a retry policy sized for a restart) call Predict; the server is killed with SIGKILL and
+   (its default retry policy) call Predict; the server is killed with SIGKILL and
    restarted on the same port; time from kill to SERVING, failed calls, the longest call.
 
-Servers are ``python -m serve`` on free loopback ports with ``--workers --threads``
-(bench/serve_bench.py's start_server); texts are IMDB test reviews (``--data``). Results:
+Servers are ``python -m serve`` on free loopback ports with ``--workers --threads`` and
+``--server-args`` (bench/serve_bench.py's start_server); texts are IMDB test reviews (``--data``). Results:
 bench/results/reliability.{json,md}.
 """
 
@@ -44,7 +45,7 @@ def server_args(args: argparse.Namespace, *extra: str) -> argparse.Namespace:
     """The namespace serve_bench.start_server reads, with extra ``python -m serve`` flags."""
     return argparse.Namespace(model_repository=args.model_repository, threads=args.threads,
                               max_batch_size=None, max_queue_delay_ms=0.0,
-                              server_args=["--intra-op-threads", "1", *extra])
+                              server_args=["--intra-op-threads", "1", *args.server_args, *extra])
 
 
 def stop_server(proc) -> int:  # noqa: ANN001 - subprocess.Popen
@@ -163,33 +164,45 @@ def restart(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
             "server_exit_code": exit_code}
 
 
-def markdown(results: dict[str, Any]) -> str:
-    s, o, r = results["soak"], results["overload"], results["restart"]
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _soak_row(s: dict[str, Any]) -> str:
     rss = s["rss_mb"]
+    return (f"| soak: {s['clients']} clients, {s['seconds']:.0f} s, both APIs | {s['requests']} | {s['failed']} | "
+            f"{_ms(s['ok_latency']['p50_ms'])} | {_ms(s['ok_latency']['p99_ms'])} | {s['requests_per_s']:.0f} req/s; "
+            f"RSS {rss['start']:.0f} MB at start, {rss['after_warmup_mb']:.0f} after warm-up, {rss['end_mb']:.0f} "
+            f"at the end ({100 * rss['growth']:+.1f}%), peak {rss['peak_mb']:.0f} |")
 
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.1f}"
 
+def _overload_row(o: dict[str, Any]) -> str:
+    return (f"| overload: {o['clients']} clients x {o['texts_per_request']} texts, queue {o['queue_texts']} texts, "
+            f"{o['seconds']:.0f} s | {o['requests']} | {o['failed']} refused | {_ms(o['ok_latency']['p50_ms'])} | "
+            f"{_ms(o['ok_latency']['p99_ms'])} | refusals (RESOURCE_EXHAUSTED): p50 "
+            f"{_ms(o['refusal_latency']['p50_ms'])} ms, p99 {_ms(o['refusal_latency']['p99_ms'])} ms; codes "
+            f"{o['codes']}; first call after: {o['first_call_after']['code']} in "
+            f"{o['first_call_after']['ms']:.1f} ms |")
+
+
+def _restart_row(r: dict[str, Any]) -> str:
+    return (f"| SIGKILL + restart, same port: {r['clients']} SentimentClient threads | {r['requests']} | "
+            f"{r['failed']} | {_ms(r['latency']['p50_ms'])} | {_ms(r['latency']['p99_ms'])} | kill to SERVING "
+            f"{r['kill_to_serving_s']:.2f} s; {r['calls_across_the_outage']} calls spanned it, longest "
+            f"{r['longest_call_s']:.2f} s |")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The scenarios that ran, as a Markdown table under a line on the machine and command."""
     lines = [f"Machine: {results['machine']}; load average before/after: {results['load_average_before'][0]:.2f}/"
              f"{results['load_average_after'][0]:.2f}; server workers: {results['threads']} x 1 thread; "
              f"{results['texts']} IMDB test reviews; {results['when']}; `{results['command']}`", "",
-             "| scenario | requests | failed | p50 ms | p99 ms | notes |", "|---|---:|---:|---:|---:|---|",
-             f"| soak: {s['clients']} clients, {s['seconds']:.0f} s, both APIs | {s['requests']} | {s['failed']} | "
-             f"{ms(s['ok_latency']['p50_ms'])} | {ms(s['ok_latency']['p99_ms'])} | {s['requests_per_s']:.0f} req/s; "
-             f"RSS {rss['start']:.0f} MB at start, {rss['after_warmup_mb']:.0f} after warm-up, {rss['end_mb']:.0f} "
-             f"at the end ({100 * rss['growth']:+.1f}%), peak {rss['peak_mb']:.0f} |",
-             f"| overload: {o['clients']} clients x {o['texts_per_request']} texts, queue {o['queue_texts']} texts, "
-             f"{o['seconds']:.0f} s | {o['requests']} | {o['failed']} refused | {ms(o['ok_latency']['p50_ms'])} | "
-             f"{ms(o['ok_latency']['p99_ms'])} | refusals (RESOURCE_EXHAUSTED): p50 "
-             f"{ms(o['refusal_latency']['p50_ms'])} ms, p99 {ms(o['refusal_latency']['p99_ms'])} ms; codes "
-             f"{o['codes']}; first call after: {o['first_call_after']['code']} in "
-             f"{o['first_call_after']['ms']:.1f} ms |",
-             f"| SIGKILL + restart, same port: {r['clients']} SentimentClient threads | {r['requests']} | "
-             f"{r['failed']} | {ms(r['latency']['p50_ms'])} | {ms(r['latency']['p99_ms'])} | kill to SERVING "
-             f"{r['kill_to_serving_s']:.2f} s; {r['calls_across_the_outage']} calls spanned it, longest "
-             f"{r['longest_call_s']:.2f} s |", "",
-             "Soak by request kind (p99 ms): " + ", ".join(f"{kind} {ms(v['ok_latency']['p99_ms'])}"
-                                                        for kind, v in s["by_kind"].items()) + "."]
+             "| scenario | requests | failed | p50 ms | p99 ms | notes |", "|---|---:|---:|---:|---:|---|"]
+    lines += [row(results[name]) for name, row in (("soak", _soak_row), ("overload", _overload_row),
+                                                   ("restart", _restart_row)) if name in results]
+    if "soak" in results:
+        lines += ["", "Soak by request kind (p99 ms): " + ", ".join(
+            f"{kind} {_ms(v['ok_latency']['p99_ms'])}" for kind, v in results["soak"]["by_kind"].items()) + "."]
     return "\n".join(lines)
 
 
@@ -206,7 +219,10 @@ def main() -> None:
     parser.add_argument("--overload-seconds", type=float, default=10.0)
     parser.add_argument("--restart-clients", type=int, default=8)
     parser.add_argument("--restart-phase-s", type=float, default=5.0, help="load before the kill and after SERVING")
+    parser.add_argument("--scenarios", nargs="+", default=["soak", "overload", "restart"],
+                        choices=("soak", "overload", "restart"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra flags for python -m serve")
     args = parser.parse_args()
 
     texts = load_texts(args.data, args.texts, seed=0)
@@ -217,6 +233,8 @@ def main() -> None:
         "load_average_before": os.getloadavg(),  # other work on the machine skews every figure
     }
     for name, scenario in (("soak", soak), ("overload", overload), ("restart", restart)):
+        if name not in args.scenarios:
+            continue
         results[name] = scenario(args, texts)
         print(name, json.dumps({k: v for k, v in results[name].items() if k not in ("by_kind", "rss_mb")}),
               flush=True)

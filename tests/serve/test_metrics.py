@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import urllib.request
 
 import grpc
@@ -24,7 +25,6 @@ def test_metrics_endpoint_reports_traffic_and_model(server: ServerThread) -> Non
     api.PredictBatch(pb.PredictBatchRequest(texts=REVIEWS), timeout=TIMEOUT)
     with pytest.raises(grpc.RpcError):
         api.Predict(pb.PredictRequest(text=""), timeout=TIMEOUT)
-    text = scrape(server)
     expected = [
         'sentiment_requests_total{code="OK",method="/sentiment.v1.SentimentService/PredictBatch"} 1.0',
         'sentiment_requests_total{code="INVALID_ARGUMENT",method="/sentiment.v1.SentimentService/Predict"} 1.0',
@@ -37,6 +37,13 @@ def test_metrics_endpoint_reports_traffic_and_model(server: ServerThread) -> Non
         "sentiment_model_ready 1.0",
         f"sentiment_texts_total {float(len(REVIEWS))}",
     ]
+    # A refused call's status can reach the client a moment before the edge has counted it
+    # (abort sends the status, then the handler's bookkeeping runs): scrape until it shows.
+    deadline = time.monotonic() + TIMEOUT
+    text = scrape(server)
+    while not all(line in text for line in expected) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = scrape(server)
     for line in expected:
         assert line in text, line
     assert "sentiment_padding_fraction_count" in text and 'sentiment_tokens_total{kind="padding"}' in text
