@@ -13,9 +13,11 @@ used on purpose: with Ray 2.60 a write task concatenates its input blocks out of
 (about half the runs on a 2-CPU local cluster put 7-row blocks of a Parquet input out of
 place), and a scored copy whose rows moved is wrong output.
 
-Inputs: CSV/TSV, JSON Lines, Parquet and plain text (not aclImdb); every CSV column is read
-as a string, as the local path does. Undecodable bytes fail Ray's read (``--local`` reports
-them as bad rows instead). ``--resume`` keeps the committed parts; Ray cannot start a read
+Inputs: CSV/TSV, JSON Lines, Parquet and plain text through Ray's readers (every CSV column
+is read as a string, as the local path does; undecodable bytes fail Ray's read, where
+``--local`` reports them as bad rows), and aclImdb folders or archives, which have no Ray
+reader: the driver streams them into Arrow blocks (their undecodable reviews are bad rows,
+as with ``--local``). ``--resume`` keeps the committed parts; Ray cannot start a read
 in the middle of a file, so the rows before the resume point are read and scored again
 but not written twice.
 """
@@ -31,7 +33,11 @@ from client.formats import Chunk, FormatError, detect_format, open_reader, text_
 from client.scoring import ScoredChunk, ScoreOptions, ScoringRun, already_complete, write_scored
 
 log = logging.getLogger("client.ray_scoring")
-RAY_INPUTS = ("csv", "tsv", "jsonl", "parquet", "text")
+RAY_INPUTS = ("csv", "tsv", "jsonl", "parquet", "text", "aclimdb")
+# aclImdb rows the reader could not decode carry the reason here (scored by nobody, listed as
+# bad rows like --local does); the column is dropped before anything is written.
+ERROR_COLUMN = "__score_error"
+ACLIMDB_BLOCK_ROWS = 4096
 
 
 class ScoringActor:
@@ -50,7 +56,9 @@ class ScoringActor:
         import pyarrow as pa
 
         texts = batch.column(self.text_column).to_pylist()
-        good = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+        refused = batch.column(ERROR_COLUMN).to_pylist() if ERROR_COLUMN in batch.column_names else [None] * len(texts)
+        good = [i for i, (t, e) in enumerate(zip(texts, refused, strict=True)) if e is None and isinstance(t, str)
+                and t.strip()]
         probabilities: list[float | None] = [None] * len(texts)
         labels: list[str | None] = [None] * len(texts)
         if good:
@@ -62,10 +70,36 @@ class ScoringActor:
         return batch.append_column(self.prediction_column, pa.array(labels, type=pa.string()))
 
 
+def _read_aclimdb(ray: Any, path: Path, label_column: str | None) -> Any:
+    """aclImdb has no Ray reader: the driver streams the folder or archive into Arrow blocks.
+
+    The dataset is a fixed 100,000 reviews (about 130 MB of text), so holding it in Ray's
+    object store is fine; the scoring still runs on the actor pool.
+    """
+    import pyarrow as pa
+
+    reader = open_reader(path, "aclimdb", "", label_column)
+    blocks, records, errors = [], [], []
+    try:
+        for record, _text, _gold, error in reader.rows():
+            records.append(record)
+            errors.append(error)
+            if len(records) == ACLIMDB_BLOCK_ROWS:
+                blocks.append(pa.Table.from_pylist(records).append_column(ERROR_COLUMN, pa.array(errors, pa.string())))
+                records, errors = [], []
+        if records or not blocks:
+            blocks.append(pa.Table.from_pylist(records).append_column(ERROR_COLUMN, pa.array(errors, pa.string())))
+    finally:
+        reader.close()
+    return ray.data.from_arrow(blocks)
+
+
 def _read(ray: Any, path: Path, fmt: str, text_column: str, label_column: str | None) -> Any:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    if fmt == "aclimdb":
+        return _read_aclimdb(ray, path, label_column)
     if fmt in ("csv", "tsv"):
         header = open_reader(path, fmt, text_column, label_column)  # also checks the text column
         header.close()
@@ -116,10 +150,13 @@ def scored_chunks(scored: Any, chunk_rows: int, skip: int, text_column: str, lab
             table, start = table.slice(skip - start), skip
         probabilities = table.column(probability_column).to_pylist()
         labels = table.column(prediction_column).to_pylist()
-        table = table.drop_columns([probability_column, prediction_column]).combine_chunks()
+        refused = table.column(ERROR_COLUMN).to_pylist() if ERROR_COLUMN in table.column_names \
+            else [None] * table.num_rows
+        table = table.drop_columns([c for c in (probability_column, prediction_column, ERROR_COLUMN)
+                                    if c in table.column_names]).combine_chunks()
         batch = table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
         values = batch.column(text_column).to_pylist()
-        errors = [text_error(v) for v in values]
+        errors = [e or text_error(v) for v, e in zip(values, refused, strict=True)]
         gold = batch.column(label_column).to_pylist() if label_column else None
         chunk = Chunk(start, [None if e else v for v, e in zip(values, errors, strict=True)], errors, gold,
                       batch=batch)
@@ -138,10 +175,9 @@ def score_with_ray(input_path: str | Path, output: str | Path, model_path: str |
     input_path, output = Path(input_path), Path(output)
     in_fmt = detect_format(input_path, options.input_format)
     if in_fmt not in RAY_INPUTS:
-        raise FormatError(f"--ray reads {', '.join(RAY_INPUTS)}; got {in_fmt} (score aclImdb without --ray)")
-    text_column = "text" if in_fmt == "text" else options.text_column
-    reader = open_reader(input_path, in_fmt, text_column, options.label_column)  # checks the text column
-    total_rows = reader.total_rows()
+        raise FormatError(f"--ray reads {', '.join(RAY_INPUTS)}; got {in_fmt}")
+    reader = open_reader(input_path, in_fmt, options.text_column, options.label_column)  # checks the text column
+    text_column, total_rows = reader.text_column, reader.total_rows()  # text and aclImdb name their own column
     reader.close()
     started_here = not ray.is_initialized()
     if started_here:
@@ -158,7 +194,7 @@ def score_with_ray(input_path: str | Path, output: str | Path, model_path: str |
         context.execution_options.preserve_order = True  # blocks reach the driver in input order
         context.enable_progress_bars = False  # the driver's bar counts committed rows
         dataset = _read(ray, input_path, in_fmt, text_column, options.label_column)
-        columns = dataset.schema().names
+        columns = [c for c in dataset.schema().names if c != ERROR_COLUMN]
         if text_column not in columns:
             raise FormatError(f"{input_path}: no column {text_column!r} (columns: {columns})")
         label_column = options.label_column if options.label_column in columns else None

@@ -9,6 +9,7 @@ import pytest
 
 from tests.client.conftest import make_reviews
 from tests.client.helpers import probability, read_rows, write_rows
+from tests.conftest import fabricated_reviews, write_archive
 
 pytestmark = pytest.mark.slow
 
@@ -72,3 +73,20 @@ def test_ray_resume_after_stop(ray_cluster, tmp_path: Path, tiny_model: Path, re
     expected = reference(texts)
     assert all(probability(row["probability"]) == pytest.approx(p, abs=1e-6)
                for i, (row, p) in enumerate(zip(out, expected, strict=True)) if i != 70)
+
+
+def test_ray_scores_an_aclimdb_archive_like_local(ray_cluster, tmp_path: Path, tiny_model: Path,
+                                                  local_backend) -> None:
+    """aclImdb has no Ray reader: the driver feeds it to the actors; rows, order, bad rows as --local."""
+    from client.ray_scoring import score_with_ray
+    from client.scoring import ScoreOptions, score_file
+
+    members: dict[str, str | bytes] = dict(fabricated_reviews(per_label=5))
+    members["aclImdb/test/neg/999_1.txt"] = b"caf\xe9 au lait, awful"  # Latin-1: undecodable as UTF-8
+    source = write_archive(tmp_path / "aclImdb.tar.gz", members)
+    ray_summary = score_with_ray(source, tmp_path / "ray.csv", tiny_model, ScoreOptions(progress=False), threads=1)
+    local_summary = score_file(source, tmp_path / "local.csv", local_backend, ScoreOptions(progress=False))
+    assert read_rows(tmp_path / "ray.csv") == read_rows(tmp_path / "local.csv")
+    assert ray_summary["rows"] == local_summary["rows"] == 21 and ray_summary["bad_rows"] == 1
+    assert ray_summary["bad_row_examples"] == local_summary["bad_row_examples"]
+    assert ray_summary["evaluation"] == local_summary["evaluation"]
