@@ -26,7 +26,7 @@ from typing import Protocol
 
 from serve.core import InferenceCore
 from serve.errors import ModelNotFound, ReloadRejected
-from serve.repository import RepositoryError, list_versions
+from serve.repository import RepositoryError, list_versions, resolve_version
 from serve.settings import Settings
 
 log = logging.getLogger("serve.reload")
@@ -108,17 +108,9 @@ class ModelReloader:
     def _resolve(self, version: int | None) -> int:
         settings = self._core.settings
         try:
-            versions = list_versions(settings.model_repository, settings.model)
+            return resolve_version(settings.model_repository, settings.model, version)
         except RepositoryError as exc:
             raise ModelNotFound(str(exc)) from exc
-        if version is None:
-            if not versions:
-                raise ModelNotFound(f"model {settings.model!r} in {settings.model_repository} has no version folder")
-            return versions[-1]
-        if version not in versions:
-            raise ModelNotFound(f"model {settings.model!r} has no version {version} in {settings.model_repository}; "
-                                f"present: {versions}")
-        return version
 
     def _record(self, trigger: str, version: int, outcome: str, message: str, previous: int) -> ReloadAttempt:
         self.last = ReloadAttempt(trigger, version, outcome, message, previous, self._core.model.version, time.time())
