@@ -56,6 +56,20 @@ def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
     return None if remaining is None else time.monotonic() + remaining
 
 
+_HANDLER_FACTORIES = {(False, False): grpc.unary_unary_rpc_method_handler,
+                      (False, True): grpc.unary_stream_rpc_method_handler,
+                      (True, False): grpc.stream_unary_rpc_method_handler,
+                      (True, True): grpc.stream_stream_rpc_method_handler}
+
+
+def handler_like(handler: grpc.RpcMethodHandler, behaviour: Callable[..., Any],
+                 request_deserializer: Callable[[bytes], Any] | None) -> grpc.RpcMethodHandler:
+    """A handler of ``handler``'s kind (streaming or not, each way) and serializer that runs ``behaviour``."""
+    factory = _HANDLER_FACTORIES[(handler.request_streaming, handler.response_streaming)]
+    return factory(behaviour, request_deserializer=request_deserializer,
+                   response_serializer=handler.response_serializer)
+
+
 class _Undecodable:
     """Stands in for a request message that failed to parse, so the handler can refuse it cleanly."""
 
@@ -142,13 +156,7 @@ class EdgeInterceptor(grpc.aio.ServerInterceptor):
         streaming = handler.request_streaming
         wrapped = self._wrap_stream(behaviour, method, streaming) if inspect.isasyncgenfunction(behaviour) \
             else self._wrap_unary(behaviour, method, streaming)
-        factory = {(False, False): grpc.unary_unary_rpc_method_handler,
-                   (False, True): grpc.unary_stream_rpc_method_handler,
-                   (True, False): grpc.stream_unary_rpc_method_handler,
-                   (True, True): grpc.stream_stream_rpc_method_handler}[
-            (handler.request_streaming, handler.response_streaming)]
-        return factory(wrapped, request_deserializer=_tolerant(handler.request_deserializer),
-                       response_serializer=handler.response_serializer)
+        return handler_like(handler, wrapped, _tolerant(handler.request_deserializer))
 
     def _wrap_unary(self, behaviour: Callable[..., Awaitable[Any]], method: str,
                     streaming: bool) -> Callable[..., Awaitable[Any]]:

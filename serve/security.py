@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
+from serve.edge import handler_like
 from serve.errors import ConfigurationError
 from serve.settings import Settings
 
@@ -96,13 +97,7 @@ def _refusing(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHand
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
         await context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
 
-    factory = {(False, False): grpc.unary_unary_rpc_method_handler,
-               (False, True): grpc.unary_stream_rpc_method_handler,
-               (True, False): grpc.stream_unary_rpc_method_handler,
-               (True, True): grpc.stream_stream_rpc_method_handler}[
-        (handler.request_streaming, handler.response_streaming)]
-    return factory(refuse, request_deserializer=handler.request_deserializer,
-                   response_serializer=handler.response_serializer)
+    return handler_like(handler, refuse, handler.request_deserializer)
 
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
