@@ -388,11 +388,18 @@ class ParquetReader(Reader):
             row += batch.num_rows
 
     def _chunk(self, start: int, batch: Any) -> Chunk:
-        values = batch.column(self.text_column).to_pylist()
-        errors = [text_error(v) for v in values]
-        texts = [None if e else v for v, e in zip(values, errors, strict=True)]
-        gold = batch.column(self.label_column).to_pylist() if self.has_labels else None
-        return Chunk(start, texts, errors, gold, batch=batch)
+        return arrow_chunk(start, batch, self.text_column, self.label_column if self.has_labels else None)
+
+
+def arrow_chunk(start: int, batch: Any, text_column: str, label_column: str | None,
+                known_errors: Sequence[str | None] | None = None) -> Chunk:
+    """A chunk of an Arrow record batch; ``known_errors`` are per-row reasons found earlier (None: none)."""
+    values = batch.column(text_column).to_pylist()
+    known = known_errors if known_errors is not None else [None] * len(values)
+    errors = [known_error or text_error(v) for v, known_error in zip(values, known, strict=True)]
+    texts = [None if e else v for v, e in zip(values, errors, strict=True)]
+    gold = batch.column(label_column).to_pylist() if label_column else None
+    return Chunk(start, texts, errors, gold, batch=batch)
 
 
 def open_reader(path: str | Path, fmt: str, text_column: str, label_column: str | None) -> Reader:

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from client.formats import Chunk, FormatError, detect_format, open_reader, text_error
+from client.formats import FormatError, arrow_chunk, detect_format, open_reader, text_error
 from client.scoring import ScoredChunk, ScoreOptions, ScoringRun, already_complete, write_scored
 
 log = logging.getLogger("client.ray_scoring")
@@ -38,6 +38,13 @@ RAY_INPUTS = ("csv", "tsv", "jsonl", "parquet", "text", "aclimdb")
 # bad rows like --local does); the column is dropped before anything is written.
 ERROR_COLUMN = "__score_error"
 ACLIMDB_BLOCK_ROWS = 4096
+
+
+def known_errors(table: Any) -> list[str | None]:
+    """Per-row reasons a reader already found (aclImdb's undecodable reviews), else all None."""
+    if ERROR_COLUMN in table.column_names:
+        return table.column(ERROR_COLUMN).to_pylist()
+    return [None] * table.num_rows
 
 
 class ScoringActor:
@@ -56,9 +63,9 @@ class ScoringActor:
         import pyarrow as pa
 
         texts = batch.column(self.text_column).to_pylist()
-        refused = batch.column(ERROR_COLUMN).to_pylist() if ERROR_COLUMN in batch.column_names else [None] * len(texts)
-        good = [i for i, (t, e) in enumerate(zip(texts, refused, strict=True)) if e is None and isinstance(t, str)
-                and t.strip()]
+        # The same rule the driver applies when it lists bad rows (client.formats.arrow_chunk).
+        good = [i for i, (t, e) in enumerate(zip(texts, known_errors(batch), strict=True))
+                if e is None and text_error(t) is None]
         probabilities: list[float | None] = [None] * len(texts)
         labels: list[str | None] = [None] * len(texts)
         if good:
@@ -78,36 +85,38 @@ def _read_aclimdb(ray: Any, path: Path, label_column: str | None) -> Any:
     """
     import pyarrow as pa
 
+    def block(rows: list[tuple[dict[str, Any], str | None]]) -> Any:
+        table = pa.Table.from_pylist([record for record, _ in rows])
+        return table.append_column(ERROR_COLUMN, pa.array([error for _, error in rows], pa.string()))
+
     reader = open_reader(path, "aclimdb", "", label_column)
-    blocks, records, errors = [], [], []
+    blocks, rows = [], []
     try:
         for record, _text, _gold, error in reader.rows():
-            records.append(record)
-            errors.append(error)
-            if len(records) == ACLIMDB_BLOCK_ROWS:
-                blocks.append(pa.Table.from_pylist(records).append_column(ERROR_COLUMN, pa.array(errors, pa.string())))
-                records, errors = [], []
-        if records or not blocks:
-            blocks.append(pa.Table.from_pylist(records).append_column(ERROR_COLUMN, pa.array(errors, pa.string())))
+            rows.append((record, error))
+            if len(rows) == ACLIMDB_BLOCK_ROWS:
+                blocks.append(block(rows))
+                rows = []
+        if rows or not blocks:
+            blocks.append(block(rows))
     finally:
         reader.close()
     return ray.data.from_arrow(blocks)
 
 
-def _read(ray: Any, path: Path, fmt: str, text_column: str, label_column: str | None) -> Any:
+def _read(ray: Any, path: Path, fmt: str, header: list[str], label_column: str | None) -> Any:
+    """The input as a Ray dataset; ``header``: the columns our own reader found (CSV/TSV: all read as strings)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     if fmt == "aclimdb":
         return _read_aclimdb(ray, path, label_column)
     if fmt in ("csv", "tsv"):
-        header = open_reader(path, fmt, text_column, label_column)  # also checks the text column
-        header.close()
         delimiter = "," if fmt == "csv" else "\t"
         return ray.data.read_csv(
             str(path), file_extensions=None,
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header.columns},
+            convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
                                                  strings_can_be_null=False))
     if fmt == "jsonl":
         return ray.data.read_json(str(path), lines=True, file_extensions=None)
@@ -150,17 +159,12 @@ def scored_chunks(scored: Any, chunk_rows: int, skip: int, text_column: str, lab
             table, start = table.slice(skip - start), skip
         probabilities = table.column(probability_column).to_pylist()
         labels = table.column(prediction_column).to_pylist()
-        refused = table.column(ERROR_COLUMN).to_pylist() if ERROR_COLUMN in table.column_names \
-            else [None] * table.num_rows
+        refused = known_errors(table)
         table = table.drop_columns([c for c in (probability_column, prediction_column, ERROR_COLUMN)
                                     if c in table.column_names]).combine_chunks()
         batch = table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
-        values = batch.column(text_column).to_pylist()
-        errors = [e or text_error(v) for v, e in zip(values, refused, strict=True)]
-        gold = batch.column(label_column).to_pylist() if label_column else None
-        chunk = Chunk(start, [None if e else v for v, e in zip(values, errors, strict=True)], errors, gold,
-                      batch=batch)
-        yield ScoredChunk(chunk, probabilities, labels, errors)
+        chunk = arrow_chunk(start, batch, text_column, label_column, refused)
+        yield ScoredChunk(chunk, probabilities, labels, chunk.errors)
         start += batch.num_rows
 
 
@@ -176,8 +180,9 @@ def score_with_ray(input_path: str | Path, output: str | Path, model_path: str |
     in_fmt = detect_format(input_path, options.input_format)
     if in_fmt not in RAY_INPUTS:
         raise FormatError(f"--ray reads {', '.join(RAY_INPUTS)}; got {in_fmt}")
-    reader = open_reader(input_path, in_fmt, options.text_column, options.label_column)  # checks the text column
-    text_column, total_rows = reader.text_column, reader.total_rows()  # text and aclImdb name their own column
+    # Our own reader checks the text column (text and aclImdb inputs name their own) and reads the header.
+    reader = open_reader(input_path, in_fmt, options.text_column, options.label_column)
+    text_column, header, total_rows = reader.text_column, reader.columns, reader.total_rows()
     reader.close()
     started_here = not ray.is_initialized()
     if started_here:
@@ -193,7 +198,7 @@ def score_with_ray(input_path: str | Path, output: str | Path, model_path: str |
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # blocks reach the driver in input order
         context.enable_progress_bars = False  # the driver's bar counts committed rows
-        dataset = _read(ray, input_path, in_fmt, text_column, options.label_column)
+        dataset = _read(ray, input_path, in_fmt, header, options.label_column)
         columns = [c for c in dataset.schema().names if c != ERROR_COLUMN]
         if text_column not in columns:
             raise FormatError(f"{input_path}: no column {text_column!r} (columns: {columns})")
