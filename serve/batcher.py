@@ -1,26 +1,32 @@
 """An asyncio dynamic batcher, independent of gRPC and of the model.
 
-Callers ``await batcher.submit(item, size)``; a dispatcher task takes queued items in
-arrival order, up to ``max_batch_size`` units (texts), and hands them to ``process`` in a
-worker thread, so the event loop stays free while the model runs. Up to ``max_concurrent``
-batches run at once (one per worker thread). Policy:
+Callers ``await batcher.submit(item, size)``; ``max_concurrent`` worker threads take queued
+items, up to ``max_batch_size`` units (texts) at a time, and call ``process`` on them, so the
+event loop stays free while the model runs. A worker that finishes a batch takes the next
+one itself, without a round trip through the event loop: under load the model never waits
+for the loop, which is busy answering the batch just done. Policy:
 
-* A batcher with a free worker dispatches a new item at once: a lone request never waits
-  out a window.
+* An idle worker takes a new item at once: a lone request never waits out a window.
 * Items that arrive while every worker is busy are coalesced into the next batch; with
   ``max_delay_s > 0`` that batch may also wait that long to fill up (only under load).
+* A batch always starts with the oldest waiting item, so nothing waits behind later
+  arrivals for long. It is filled in arrival order, or, given a ``key`` (a text length),
+  with the waiting items whose key is nearest the oldest one's: similar lengths pad less.
 * The queue is bounded in units: a submit that would overflow it raises
   :class:`~serve.errors.Overloaded` at once.
 * Items whose deadline has passed, or whose caller gave up, are dropped before ``process``;
   a caller that gives up frees its queue units at once.
 * If ``process`` raises, every item of that batch gets the exception.
+
+Threading: the queue is guarded by one lock. Futures are touched only on the event loop;
+workers hand results back with ``call_soon_threadsafe``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,22 +36,26 @@ from serve.errors import DeadlineExpired, ModelNotReady, Overloaded
 
 T = TypeVar("T")
 R = TypeVar("R")
+# How many waiting items (from the oldest) a batch is chosen among: bounds the work per
+# batch whatever the queue's length.
+SCAN_ITEMS = 64
 
 
 class BatchObserver(Protocol):
-    """Receives the batcher's measurements (the metrics module implements it)."""
+    """Receives the batcher's measurements (the metrics module implements it); called from any thread."""
 
     def queue_depth(self, units: int) -> None: ...
 
     def batch_done(self, units: int, queue_seconds: Sequence[float], compute_seconds: float) -> None: ...
 
 
-@dataclass
+@dataclass(eq=False)
 class _Pending(Generic[T, R]):
     item: T
     size: int
     deadline: float | None
     enqueued: float
+    key: float
     future: asyncio.Future[R] = field(repr=False)
 
 
@@ -53,27 +63,26 @@ class Batcher(Generic[T, R]):
     """Coalesces concurrent submissions into calls of ``process(items) -> results`` (same order)."""
 
     def __init__(self, process: Callable[[list[T]], Sequence[R]], *, max_batch_size: int, max_queue_size: int,
-                 max_delay_s: float = 0.0, max_concurrent: int = 1,
-                 executor: concurrent.futures.Executor | None = None, observer: BatchObserver | None = None) -> None:
+                 max_delay_s: float = 0.0, max_concurrent: int = 1, observer: BatchObserver | None = None,
+                 key: Callable[[T], float] | None = None) -> None:
         self._process = process
+        self._key = key
         self._max_batch_size = max_batch_size
         self._max_queue_size = max_queue_size
         self._max_delay_s = max_delay_s
         self._max_concurrent = max_concurrent
-        self._own_executor = executor is None
-        self._executor = executor or concurrent.futures.ThreadPoolExecutor(max_concurrent, thread_name_prefix="batcher")
         self._observer = observer
         self._queue: collections.deque[_Pending[T, R]] = collections.deque()
         self._queued_units = 0
-        self._wakeup: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._running: set[asyncio.Task[None]] = set()
+        self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified on every submit and on close
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._workers: list[threading.Thread] = []
         self._closed = False
 
     @property
     def queued_units(self) -> int:
-        """Units (texts) waiting, not counting the batch being processed."""
+        """Units (texts) waiting, not counting the batches being processed."""
         return self._queued_units
 
     async def submit(self, item: T, size: int = 1, deadline: float | None = None) -> R:
@@ -81,22 +90,21 @@ class Batcher(Generic[T, R]):
 
         ``deadline`` is a :func:`time.monotonic` instant after which the item is not worth running.
         """
-        if self._closed:
-            raise ModelNotReady("the server is shutting down")
-        if self._queued_units + size > self._max_queue_size:
-            raise Overloaded(f"queue full ({self._queued_units} of {self._max_queue_size} texts waiting); "
-                             "retry with backoff")
         loop = asyncio.get_running_loop()
-        if self._worker is None:  # created lazily so that the queue lives in the caller's loop
-            self._wakeup = asyncio.Event()
-            self._slots = asyncio.Semaphore(self._max_concurrent)
-            self._worker = loop.create_task(self._run(), name="batcher")
-        pending = _Pending(item, size, deadline, time.monotonic(), loop.create_future())
-        self._queue.append(pending)
-        self._queued_units += size
-        self._report_depth()
-        assert self._wakeup is not None
-        self._wakeup.set()
+        key = self._key(item) if self._key is not None else 0.0
+        pending = _Pending(item, size, deadline, time.monotonic(), key, loop.create_future())
+        with self._lock:
+            if self._closed:
+                raise ModelNotReady("the server is shutting down")
+            if self._queued_units + size > self._max_queue_size:
+                raise Overloaded(f"queue full ({self._queued_units} of {self._max_queue_size} texts waiting); "
+                                 "retry with backoff")
+            if not self._workers:  # started lazily, to hand results back to the caller's loop
+                self._start_workers(loop)
+            self._queue.append(pending)
+            self._queued_units += size
+            self._report_depth()
+            self._arrived.notify()
         try:
             return await pending.future
         except asyncio.CancelledError:
@@ -104,128 +112,135 @@ class Batcher(Generic[T, R]):
             raise
 
     async def close(self) -> None:
-        """Stop the worker; queued items get :class:`ModelNotReady`. In-flight batches finish first."""
-        self._closed = True
-        if self._worker is not None:
-            assert self._wakeup is not None
-            self._wakeup.set()
-            await self._worker
-        if self._running:
-            await asyncio.gather(*self._running, return_exceptions=True)
-        if self._own_executor:
-            self._executor.shutdown(wait=True)
+        """Refuse new work; queued items get :class:`ModelNotReady`. Batches being processed finish first."""
+        with self._lock:
+            self._closed = True
+            queued = list(self._queue)
+            self._queue.clear()
+            self._queued_units = 0
+            self._report_depth()
+            self._arrived.notify_all()
+        for pending in queued:
+            if not pending.future.done():
+                pending.future.set_exception(ModelNotReady("the server is shutting down"))
+        for worker in self._workers:
+            await asyncio.to_thread(worker.join)
+        await asyncio.sleep(0)  # let the last batches' results (already posted) reach their callers
+
+    def _start_workers(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        for index in range(self._max_concurrent):
+            worker = threading.Thread(target=self._work, name=f"batcher_{index}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
 
     def _withdraw(self, pending: _Pending[T, R]) -> None:
         """Drop an item whose caller gave up (client cancelled, deadline passed) from the queue now.
 
-        Left queued until the next dispatch, it would hold queue capacity that live requests are
-        refused for while every worker is busy. An item already taken into a batch is only
-        cancelled: its result is discarded.
+        Left queued, it would hold queue capacity that live requests are refused for while
+        every worker is busy. An item already in a batch is only cancelled: its result is discarded.
         """
         pending.future.cancel()
-        for index, queued in enumerate(self._queue):
-            if queued is pending:
-                del self._queue[index]
-                self._queued_units -= pending.size
-                self._report_depth()
+        with self._lock:
+            try:
+                self._queue.remove(pending)
+            except ValueError:  # already taken into a batch
                 return
+            self._queued_units -= pending.size
+            self._report_depth()
 
     def _report_depth(self) -> None:
         if self._observer is not None:
             self._observer.queue_depth(self._queued_units)
 
-    async def _run(self) -> None:
-        assert self._wakeup is not None and self._slots is not None
-        loop = asyncio.get_running_loop()
+    def _work(self) -> None:
+        """A worker thread: take a batch, process it, post the results to the loop; until closed."""
+        loop = self._loop
+        assert loop is not None
+        waited = True
         while True:
-            if not self._queue:
+            with self._lock:
+                if not self._queue and not self._closed:
+                    waited = True
+                    self._arrived.wait_for(lambda: self._queue or self._closed)
                 if self._closed:
                     return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            if self._closed:
-                self._fail_all(ModelNotReady("the server is shutting down"))
-                continue
-            # Items queued while every worker was busy: load is high, so a fuller batch may be worth a wait.
-            under_load = self._slots.locked()
-            await self._slots.acquire()
-            if self._closed:  # closed while waiting for a worker: queued items are refused above
-                self._slots.release()
-                continue
-            if under_load and self._max_delay_s > 0:
-                await self._fill(self._max_delay_s)
-            batch = self._take()
-            if not batch:
-                self._slots.release()
-                continue
-            task = loop.create_task(self._execute(loop, batch))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-    async def _fill(self, delay: float) -> None:
-        """Wait until the queue holds a full batch, or ``delay`` seconds pass."""
-        assert self._wakeup is not None
-        until = time.monotonic() + delay
-        while self._queued_units < self._max_batch_size and not self._closed:
-            remaining = until - time.monotonic()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
+                # Items already waiting when this worker came back: load is high, so a fuller
+                # batch may be worth a wait.
+                if not waited and self._max_delay_s > 0:
+                    until = time.monotonic() + self._max_delay_s
+                    self._arrived.wait_for(lambda: self._queued_units >= self._max_batch_size or self._closed,
+                                           timeout=max(0.0, until - time.monotonic()))
+                    if self._closed:
+                        return
+                batch, expired = self._take()
+            waited = False
+            started = time.monotonic()
+            results: Sequence[R] | None = None
+            error: Exception | None = None
+            if batch:
+                try:
+                    results = self._process([p.item for p in batch])
+                    if len(results) != len(batch):
+                        raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} items")
+                except Exception as exc:  # every waiting caller hears about the failure
+                    error = exc
+                if self._observer is not None:
+                    self._observer.batch_done(sum(p.size for p in batch), [started - p.enqueued for p in batch],
+                                              time.monotonic() - started)
             try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
+                loop.call_soon_threadsafe(self._answer, batch, results, error, expired)
+            except RuntimeError:  # the loop is gone (interpreter shutdown): nobody is waiting
                 return
 
-    def _take(self) -> list[_Pending[T, R]]:
-        """Pop items in order up to ``max_batch_size`` units (at least one), dropping dead ones."""
-        batch: list[_Pending[T, R]] = []
-        units = 0
+    def _take(self) -> tuple[list[_Pending[T, R]], list[_Pending[T, R]]]:
+        """Under the lock: the next batch (in arrival order) and the expired items met on the way.
+
+        The batch is the oldest live item, then others while they fit ``max_batch_size``.
+        Items not chosen go back to the front of the queue in their order.
+        """
         now = time.monotonic()
-        while self._queue and (not batch or units + self._queue[0].size <= self._max_batch_size):
+        window: list[_Pending[T, R]] = []
+        expired: list[_Pending[T, R]] = []
+        while self._queue and len(window) < SCAN_ITEMS:
             pending = self._queue.popleft()
-            self._queued_units -= pending.size
-            if pending.future.done():  # cancelled by its caller
-                continue
             if pending.deadline is not None and pending.deadline <= now:
+                self._queued_units -= pending.size
+                expired.append(pending)
+            else:
+                window.append(pending)
+        if not window:
+            self._report_depth()
+            return [], expired
+        anchor = window[0]
+        # Candidates in order of preference: arrival, or nearness of key to the oldest item's.
+        rest = range(1, len(window))
+        preferred = sorted(rest, key=lambda i: abs(window[i].key - anchor.key)) if self._key is not None else rest
+        chosen, units = {0}, anchor.size
+        for index in preferred:
+            if units + window[index].size <= self._max_batch_size:
+                chosen.add(index)
+                units += window[index].size
+                if units == self._max_batch_size:
+                    break
+        self._queue.extendleft(reversed([p for i, p in enumerate(window) if i not in chosen]))
+        self._queued_units -= units
+        self._report_depth()
+        return [p for i, p in enumerate(window) if i in chosen], expired
+
+    def _answer(self, batch: list[_Pending[T, R]], results: Sequence[R] | None, error: Exception | None,
+                expired: list[_Pending[T, R]]) -> None:
+        """On the loop: resolve a processed batch's futures, and fail the expired items."""
+        now = time.monotonic()
+        for pending in expired:
+            if not pending.future.done():
                 pending.future.set_exception(DeadlineExpired(
                     f"deadline passed after {now - pending.enqueued:.3f} s in the queue, before inference"))
+        for index, pending in enumerate(batch):
+            if pending.future.done():  # its caller gave up
                 continue
-            batch.append(pending)
-            units += pending.size
-        self._report_depth()
-        return batch
-
-    async def _execute(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[T, R]]) -> None:
-        try:
-            await self._execute_batch(loop, batch)
-        finally:
-            assert self._slots is not None
-            self._slots.release()
-
-    async def _execute_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending[T, R]]) -> None:
-        started = time.monotonic()
-        try:
-            results = await loop.run_in_executor(self._executor, self._process, [p.item for p in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} items")
-        except Exception as exc:  # every waiting caller hears about the failure
-            for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(exc)
-            return
-        finally:
-            if self._observer is not None:
-                self._observer.batch_done(sum(p.size for p in batch), [started - p.enqueued for p in batch],
-                                          time.monotonic() - started)
-        for pending, result in zip(batch, results, strict=True):
-            if not pending.future.done():
-                pending.future.set_result(result)
-
-    def _fail_all(self, exc: Exception) -> None:
-        while self._queue:
-            pending = self._queue.popleft()
-            self._queued_units -= pending.size
-            if not pending.future.done():
-                pending.future.set_exception(exc)
-        self._report_depth()
+            if error is not None:
+                pending.future.set_exception(error)
+            else:
+                assert results is not None
+                pending.future.set_result(results[index])

@@ -27,17 +27,13 @@ from tokenizers import Tokenizer
 
 from serve.batcher import Batcher, BatchObserver
 from serve.errors import InvalidInput, ModelNotFound, ModelNotReady
+from serve.grouping import DEFAULT_RUN_COST, RunCost, length_groups
 from serve.preprocessing import encode_texts, pad_batch
 from serve.repository import ModelVersion, RepositoryError, load_version
 from serve.runtime import ModelRunner, load_runner, thread_plan
 from serve.settings import Settings
 
 log = logging.getLogger("serve.core")
-# Length grouping: a model run may carry at most this share of padding tokens, unless it
-# would then hold fewer than MIN_GROUP_ROWS texts (a lone row costs about twice a row in a
-# small run, measured on the shipped LSTM).
-MAX_PADDING_FRACTION = 0.2
-MIN_GROUP_ROWS = 2
 # Scored end to end (tokenizer, graph, labels) before a version may serve: catches graphs
 # that load but answer NaN or out-of-range values.
 PROBE_TEXTS = ("A wonderful, moving film.", "A dull and boring mess.")
@@ -58,6 +54,7 @@ class LoadedModel:
     runner: ModelRunner
     tokenizer: Tokenizer
     load_seconds: float
+    run_cost: RunCost = DEFAULT_RUN_COST  # how batches are split into runs (measured at warm-up)
 
     @property
     def model(self) -> ModelVersion:
@@ -80,21 +77,10 @@ class CoreObserver(BatchObserver, Protocol):
     def model_loaded(self, model: ModelVersion, precision: str, device: str, seconds: float) -> None: ...
 
 
-def length_groups(lengths: np.ndarray, max_rows: int) -> list[np.ndarray]:
-    """Split row indices into model runs of similar length (few padding tokens), at most ``max_rows`` each."""
-    order = np.argsort(lengths, kind="stable")
-    groups: list[np.ndarray] = []
-    start, total = 0, 0
-    for end, row in enumerate(order):
-        rows = end - start + 1
-        total += int(lengths[row])
-        padded = int(lengths[row]) * rows  # sorted ascending: this row is the longest so far
-        too_padded = rows - 1 >= MIN_GROUP_ROWS and (padded - total) > MAX_PADDING_FRACTION * padded
-        if rows > max_rows or too_padded:
-            groups.append(order[start:end])
-            start, total = end, int(lengths[row])
-    groups.append(order[start:])
-    return groups
+def mean_length(request: tuple[LoadedModel, list[str]]) -> float:
+    """A request's mean text length in characters: the batcher groups similar lengths (tokens follow characters)."""
+    texts = request[1]
+    return sum(map(len, texts)) / len(texts)
 
 
 class InferenceCore:
@@ -132,13 +118,15 @@ class InferenceCore:
         self._batcher = Batcher(self._score_batch, max_batch_size=self.settings.max_batch_size,
                                 max_queue_size=self.settings.max_queue_size,
                                 max_delay_s=self.settings.max_queue_delay_ms / 1000, max_concurrent=workers,
-                                observer=self._observer)
+                                observer=self._observer, key=mean_length)
         self._install(loaded)
         self.ready = True
         log.info("model ready", extra={"model": loaded.model.name, "version": loaded.model.version,
                                        "precision": self.settings.precision, "device": loaded.runner.device,
                                        "workers": workers, "intra_op_threads": intra_op_threads,
-                                       "load_s": round(loaded.load_seconds, 3)})
+                                       "load_s": round(loaded.load_seconds, 3),
+                                       "run_cost_us": {k: round(v * 1e6, 2) for k, v in
+                                                       dataclasses.asdict(loaded.run_cost).items()}})
 
     def open_version(self, version: int | None) -> LoadedModel:
         """Blocking (run it in a worker thread): verify, open, warm and probe ``version`` (None: the highest).
@@ -151,9 +139,11 @@ class InferenceCore:
         model = load_version(s.model_repository, s.model, version)
         runner = load_runner(model, s)
         tokenizer = model.load_tokenizer()
+        run_cost = DEFAULT_RUN_COST
         if s.warmup:
             runner.warm_up(s.max_batch_size)
-        loaded = LoadedModel(runner, tokenizer, time.perf_counter() - started)
+            run_cost = runner.measure_run_cost(self._rows_per_run)
+        loaded = LoadedModel(runner, tokenizer, time.perf_counter() - started, run_cost)
         probabilities = [p.probability for p in self._score_texts(loaded, list(PROBE_TEXTS), observe=False)]
         if not all(0.0 <= p <= 1.0 for p in probabilities):  # NaN fails both comparisons
             raise RepositoryError(f"{model.model_path(s.precision)}: the graph answers {probabilities} for the "
@@ -237,7 +227,7 @@ class InferenceCore:
         ids = encode_texts(loaded.tokenizer, texts, model.max_tokens, model.head_tokens, model.unk_id)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         probabilities = np.empty(len(ids), dtype=np.float32)
-        for group in length_groups(lengths, self._rows_per_run):
+        for group in length_groups(lengths, self._rows_per_run, loaded.run_cost):
             input_ids, group_lengths = pad_batch([ids[i] for i in group], model.pad_id)
             probabilities[group] = loaded.runner.run(input_ids, group_lengths)
             if observe and self._observer is not None:

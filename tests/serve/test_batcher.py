@@ -214,3 +214,41 @@ def test_concurrent_workers_run_batches_in_parallel_and_coalesce_when_all_are_bu
         assert calls == [[0], [1], [2, 3, 4, 5]]
 
     asyncio.run(main())
+
+
+def test_a_keyed_batch_starts_with_the_oldest_item_and_takes_the_nearest_keys() -> None:
+    async def main() -> None:
+        model = GatedModel(gated=True)
+        # Items are lengths; the key is the item itself.
+        batcher = Batcher(model, max_batch_size=3, max_queue_size=64, key=float)
+        first = asyncio.ensure_future(batcher.submit(500))
+        await wait_entered(model)
+        waiting = [asyncio.ensure_future(batcher.submit(n)) for n in (100, 10, 400, 95, 12, 110)]
+        await wait_queued(batcher, 6)
+        model.release.set()
+        assert await asyncio.gather(first, *waiting) == [1000, 200, 20, 800, 190, 24, 220]
+        await batcher.close()
+        # The oldest (100) leads with its two nearest (95, 110); then the oldest left (10) with 12 and 400.
+        assert model.batches == [[500], [100, 95, 110], [10, 400, 12]]
+
+    asyncio.run(main())
+
+
+def test_a_worker_takes_the_next_batch_without_the_event_loop() -> None:
+    async def main() -> None:
+        model = GatedModel(gated=True)
+        batcher = Batcher(model, max_batch_size=4, max_queue_size=64)
+        first = asyncio.ensure_future(batcher.submit(0))
+        await wait_entered(model)
+        second = asyncio.ensure_future(batcher.submit(1))
+        await wait_queued(batcher, 1)
+        # Block the event loop (no await) while the first batch ends: the next one must start anyway.
+        model.release.set()
+        until = time.monotonic() + WAIT
+        while len(model.batches) < 2:
+            assert time.monotonic() < until, "the next batch waited for the event loop"
+            time.sleep(0.001)
+        assert await asyncio.gather(first, second) == [0, 2]
+        await batcher.close()
+
+    asyncio.run(main())
