@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.request
+from types import SimpleNamespace
 
 import grpc
 import pytest
 
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+from serve.edge import EdgeInterceptor
 from tests.serve.conftest import REVIEWS, ServerThread
 
 TIMEOUT = 10.0
@@ -49,3 +52,25 @@ def test_metrics_endpoint_reports_traffic_and_model(server: ServerThread) -> Non
     assert "sentiment_padding_fraction_count" in text and 'sentiment_tokens_total{kind="padding"}' in text
     real = float(text.split('sentiment_tokens_total{kind="real"} ')[1].split()[0])
     assert real >= len(REVIEWS)
+
+
+def test_the_edge_wraps_each_handler_once_and_a_new_handler_again() -> None:
+    async def behaviour(request: object, context: object) -> None:
+        return None
+
+    first, other = grpc.unary_unary_rpc_method_handler(behaviour), grpc.unary_unary_rpc_method_handler(behaviour)
+    details = SimpleNamespace(method="/pkg.Service/Method", invocation_metadata=())
+    edge = EdgeInterceptor()
+
+    async def wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        async def continuation(_: object) -> grpc.RpcMethodHandler:
+            return handler
+        return await edge.intercept_service(continuation, details)
+
+    async def main() -> None:
+        once = await wrap(first)
+        assert once is not first and await wrap(first) is once
+        assert await wrap(other) is not once  # e.g. a token refusal: its own wrapper
+        assert await wrap(first) is not once and (await wrap(first)).request_streaming is False
+
+    asyncio.run(main())
