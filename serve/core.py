@@ -3,7 +3,7 @@
 Transports hand it lists of texts and get a :class:`Scored` result back (the predictions
 and the model version that produced them), or a domain error from :mod:`serve.errors`.
 Tokenization happens in the batcher's worker thread, for a whole coalesced batch at once
-(``encode_batch``), never on the event loop.
+(``encode_batch_fast``), never on the event loop.
 
 The served model is one immutable :class:`LoadedModel`, replaced as a whole by
 :meth:`InferenceCore.switch` (hot reload). A request is bound to the model that is serving

@@ -37,7 +37,8 @@ def encode_texts(
     A text whose cleaning leaves no token (only markup or invisible characters) becomes a
     single unknown token, so every text maps to a valid model input.
     """
-    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+    # encode_batch_fast: the same ids without character offsets (about 25% less tokenizer time).
+    encodings = tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
     return [truncate_head_tail(enc.ids, max_tokens, head_tokens) or [unk_id] for enc in encodings]
 
 

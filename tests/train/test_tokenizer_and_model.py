@@ -28,6 +28,17 @@ def test_tokenizer_is_deterministic(imdb_data, tmp_path):
     assert all(first.token_to_id(t) == second.token_to_id(t) for t in ("[PAD]", "[UNK]"))
 
 
+def test_serving_tokenization_matches_the_tokenizers_full_encoding(imdb_data):
+    """encode_texts uses encode_batch_fast (no offsets): the ids must be those of encode_batch."""
+    reviews = stratified_subset(read_reviews(imdb_data, ("train",))["train"], 600, seed=1)
+    texts = [r.text for r in reviews]
+    tokenizer = train_tokenizer(texts, 2000)
+    tricky = ["<br /><br />", "\u200b", "héllo WÖRLD", "😀 great", "a" * 5000, "  spaced   out  "]
+    full = [e.ids for e in tokenizer.encode_batch(texts + tricky, add_special_tokens=False)]
+    served = encode_texts(tokenizer, texts + tricky, max_tokens=10_000, head_tokens=10_000, unk_id=1)
+    assert served == [ids or [1] for ids in full]
+
+
 def test_tokenizer_cleans_markup_and_case():
     tokenizer = train_tokenizer(TEXTS, 200)
     assert tokenizer.encode("Great<br /><br />ACTING").tokens == tokenizer.encode("great acting").tokens
