@@ -90,26 +90,49 @@ class Batcher(Generic[T, R]):
 
         ``deadline`` is a :func:`time.monotonic` instant after which the item is not worth running.
         """
-        loop = asyncio.get_running_loop()
-        key = self._key(item) if self._key is not None else 0.0
-        pending = _Pending(item, size, deadline, time.monotonic(), key, loop.create_future())
-        with self._lock:
-            if self._closed:
-                raise ModelNotReady("the server is shutting down")
-            if self._queued_units + size > self._max_queue_size:
-                raise Overloaded(f"queue full ({self._queued_units} of {self._max_queue_size} texts waiting); "
-                                 "retry with backoff")
-            if not self._workers:  # started lazily, to hand results back to the caller's loop
-                self._start_workers(loop)
-            self._queue.append(pending)
-            self._queued_units += size
-            self._report_depth()
-            self._arrived.notify()
+        (pending,) = self._enqueue([(item, size)], deadline)
         try:
             return await pending.future
         except asyncio.CancelledError:
             self._withdraw(pending)
             raise
+
+    async def submit_all(self, items: Sequence[tuple[T, int]], deadline: float | None = None) -> list[R]:
+        """Queue several ``(item, size)`` at once (all admitted or none) and wait for all their results.
+
+        They may run in different batches, on different workers at the same time. If one
+        fails, the others are withdrawn and its exception is raised.
+        """
+        pendings = self._enqueue(items, deadline)
+        try:
+            return list(await asyncio.gather(*(p.future for p in pendings)))
+        except BaseException:
+            for pending in pendings:
+                self._withdraw(pending)
+            raise
+
+    def _enqueue(self, items: Sequence[tuple[T, int]], deadline: float | None) -> list[_Pending[T, R]]:
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        pendings = [_Pending(item, size, deadline, now, self._key(item) if self._key is not None else 0.0,
+                             loop.create_future()) for item, size in items]
+        units = sum(p.size for p in pendings)
+        with self._lock:
+            if self._closed:
+                raise ModelNotReady("the server is shutting down")
+            if self._queued_units + units > self._max_queue_size:
+                raise Overloaded(f"queue full ({self._queued_units} of {self._max_queue_size} texts waiting); "
+                                 "retry with backoff")
+            if not self._workers:  # started lazily, to hand results back to the caller's loop
+                self._start_workers(loop)
+            self._queue.extend(pendings)
+            self._queued_units += units
+            self._report_depth()
+            if len(pendings) == 1:
+                self._arrived.notify()
+            else:
+                self._arrived.notify_all()
+        return pendings
 
     async def close(self) -> None:
         """Refuse new work; queued items get :class:`ModelNotReady`. Batches being processed finish first."""
@@ -140,7 +163,8 @@ class Batcher(Generic[T, R]):
         Left queued, it would hold queue capacity that live requests are refused for while
         every worker is busy. An item already in a batch is only cancelled: its result is discarded.
         """
-        pending.future.cancel()
+        if not pending.future.done():
+            pending.future.cancel()
         with self._lock:
             try:
                 self._queue.remove(pending)

@@ -77,6 +77,12 @@ class CoreObserver(BatchObserver, Protocol):
     def model_loaded(self, model: ModelVersion, precision: str, device: str, seconds: float) -> None: ...
 
 
+def length_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
+    """Indices of ``texts`` sorted by length (characters, a proxy for tokens), cut into chunks of ``size``."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    return [order[start:start + size] for start in range(0, len(order), size)]
+
+
 def mean_length(request: tuple[LoadedModel, list[str]]) -> float:
     """A request's mean text length in characters: the batcher groups similar lengths (tokens follow characters)."""
     texts = request[1]
@@ -206,7 +212,19 @@ class InferenceCore:
             raise ModelNotReady("the model is not loaded and warm yet" if self._loaded is None
                                 else "the server is shutting down")
         batch = self.validate(texts, field)
-        return await self._batcher.submit((self.loaded, batch), len(batch), deadline)
+        loaded = self.loaded
+        chunk = self.settings.max_batch_size
+        if len(batch) <= chunk:
+            return await self._batcher.submit((loaded, batch), len(batch), deadline)
+        # A large request is shared out among the workers in chunks of similar length.
+        chunks = length_chunks(batch, chunk)
+        parts = await self._batcher.submit_all([((loaded, [batch[i] for i in rows]), len(rows)) for rows in chunks],
+                                               deadline)
+        predictions: list[Prediction] = [None] * len(batch)  # type: ignore[list-item]  # all filled below
+        for rows, part in zip(chunks, parts, strict=True):
+            for row, prediction in zip(rows, part.predictions, strict=True):
+                predictions[row] = prediction
+        return Scored(loaded.model, predictions)
 
     def _score_batch(self, requests: list[tuple[LoadedModel, list[str]]]) -> list[Scored]:
         """Worker thread: score each request with the model it was admitted under (one pass per model)."""

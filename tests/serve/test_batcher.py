@@ -252,3 +252,44 @@ def test_a_worker_takes_the_next_batch_without_the_event_loop() -> None:
         await batcher.close()
 
     asyncio.run(main())
+
+
+def test_submit_all_admits_all_or_none_and_answers_in_order() -> None:
+    async def main() -> None:
+        model = GatedModel()
+        batcher = Batcher(model, max_batch_size=2, max_queue_size=5, max_concurrent=2)
+        assert await batcher.submit_all([(i, 1) for i in range(5)]) == [0, 2, 4, 6, 8]
+        with pytest.raises(Overloaded):
+            await batcher.submit_all([(i, 1) for i in range(6)])
+        assert batcher.queued_units == 0  # nothing of the refused request was queued
+        await batcher.close()
+        assert sorted(i for batch in model.batches for i in batch) == list(range(5))
+        assert all(len(batch) <= 2 for batch in model.batches)
+
+    asyncio.run(main())
+
+
+def test_submit_all_fails_whole_and_withdraws_the_rest_when_a_part_fails() -> None:
+    async def main() -> None:
+        calls: list[list[int]] = []
+        release_second = threading.Event()
+
+        def process(items: list[int]) -> list[int]:
+            calls.append(items)
+            if len(calls) == 2:  # holds the worker while the failure of the first part reaches the caller
+                assert release_second.wait(WAIT)
+            if any(item < 0 for item in items):
+                raise ValueError("negative item")
+            return [2 * item for item in items]
+
+        batcher = Batcher(process, max_batch_size=1, max_queue_size=64)
+        with pytest.raises(ValueError, match="negative"):
+            await batcher.submit_all([(-1, 1), (2, 1), (3, 1)])
+        assert batcher.queued_units == 0  # the parts not yet taken were withdrawn
+        release_second.set()
+        await batcher.close()
+        # The worker may have taken 2 before the failure reached the caller, but never 3: it is
+        # held inside 2 until after the withdrawal.
+        assert calls in ([[-1]], [[-1], [2]])
+
+    asyncio.run(main())

@@ -50,3 +50,15 @@ def test_same_review_alone_and_under_concurrent_load_gives_the_same_probability(
     texts = metric_sum(server, "sentiment_batch_texts_sum") - texts_before
     assert texts == len(results)
     assert batches < CLIENTS * ROUNDS, "no two requests were ever coalesced"
+
+
+def test_a_request_larger_than_a_batch_is_shared_out_and_answered_in_order(server: ServerThread, reference) -> None:
+    size = server.settings.max_batch_size
+    # Lengths all over the place, so the length-sorted chunks reorder the texts thoroughly.
+    texts = [REVIEWS[i % len(REVIEWS)] + " fine" * (i * 7 % 23) for i in range(3 * size + 5)]
+    batches_before = metric_sum(server, "sentiment_batch_texts_count")
+    reply = pb_grpc.SentimentServiceStub(server.channel).PredictBatch(pb.PredictBatchRequest(texts=texts),
+                                                                      timeout=TIMEOUT)
+    got = np.array([p.probability for p in reply.predictions], dtype=np.float32)
+    np.testing.assert_allclose(got, reference(texts), atol=1e-6)
+    assert metric_sum(server, "sentiment_batch_texts_count") - batches_before >= 4  # ceil((3 * size + 5) / size)
