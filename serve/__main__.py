@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 
 from serve.errors import ConfigurationError
@@ -17,8 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigurationError as exc:
         print(f"python -m serve: {exc}", file=sys.stderr)
         return 2
+    # The worker threads are the server's parallelism; the tokenizer's own thread pool on top
+    # of them oversubscribes the CPUs (measured: docs/serving.md). A user's setting wins.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     log = configure_logging(settings.log_level)
-    log.info("starting", extra={"settings": settings.as_dict()})
+    log.info("starting", extra={"settings": settings.as_dict(),
+                                "tokenizers_parallelism": os.environ["TOKENIZERS_PARALLELISM"]})
     from serve.server import serve  # after logging is set up: imports onnxruntime and grpc
 
     try:
