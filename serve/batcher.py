@@ -46,7 +46,8 @@ class BatchObserver(Protocol):
 
     def queue_depth(self, units: int) -> None: ...
 
-    def batch_done(self, units: int, queue_seconds: Sequence[float], compute_seconds: float) -> None: ...
+    def batch_done(self, units: int, queue_seconds: Sequence[float], compute_seconds: float,
+                   cpu_seconds: float) -> None: ...
 
 
 @dataclass(eq=False)
@@ -199,7 +200,7 @@ class Batcher(Generic[T, R]):
                         return
                 batch, expired = self._take()
             waited = False
-            started = time.monotonic()
+            started, started_cpu = time.monotonic(), time.thread_time()
             results: Sequence[R] | None = None
             error: Exception | None = None
             if batch:
@@ -211,7 +212,7 @@ class Batcher(Generic[T, R]):
                     error = exc
                 if self._observer is not None:
                     self._observer.batch_done(sum(p.size for p in batch), [started - p.enqueued for p in batch],
-                                              time.monotonic() - started)
+                                              time.monotonic() - started, time.thread_time() - started_cpu)
             try:
                 loop.call_soon_threadsafe(self._answer, batch, results, error, expired)
             except RuntimeError:  # the loop is gone (interpreter shutdown): nobody is waiting

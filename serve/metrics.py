@@ -35,6 +35,10 @@ class Metrics:
                                     buckets=LATENCY_BUCKETS, registry=r)
         self.compute_time = Histogram(f"{PREFIX}_compute_seconds", "time of one batch: tokenize, run, label",
                                       buckets=LATENCY_BUCKETS, registry=r)
+        # Against compute_seconds it shows time a busy worker lost waiting for a CPU; ONNX
+        # Runtime's own intra-op threads (--intra-op-threads > 1) are not counted.
+        self.compute_cpu = Counter(f"{PREFIX}_compute_cpu_seconds", "CPU time of the worker threads on batches",
+                                   registry=r)
         self.batch_size = Histogram(f"{PREFIX}_batch_texts", "texts per coalesced batch", buckets=BATCH_BUCKETS,
                                     registry=r)
         self.padding_fraction = Histogram(f"{PREFIX}_padding_fraction", "share of padding tokens per model run",
@@ -59,10 +63,12 @@ class Metrics:
     def queue_depth(self, units: int) -> None:
         self.queue_depth_gauge.set(units)
 
-    def batch_done(self, units: int, queue_seconds: Sequence[float], compute_seconds: float) -> None:
+    def batch_done(self, units: int, queue_seconds: Sequence[float], compute_seconds: float,
+                   cpu_seconds: float) -> None:
         self.batch_size.observe(units)
         self.texts.inc(units)
         self.compute_time.observe(compute_seconds)
+        self.compute_cpu.inc(cpu_seconds)
         for seconds in queue_seconds:
             self.queue_time.observe(seconds)
 

@@ -52,6 +52,10 @@ def test_metrics_endpoint_reports_traffic_and_model(server: ServerThread) -> Non
     assert "sentiment_padding_fraction_count" in text and 'sentiment_tokens_total{kind="padding"}' in text
     real = float(text.split('sentiment_tokens_total{kind="real"} ')[1].split()[0])
     assert real >= len(REVIEWS)
+    # The batch really ran on a worker thread's CPU, and no longer than it took.
+    cpu = float(text.split("sentiment_compute_cpu_seconds_total ")[1].split()[0])
+    wall = float(text.split("sentiment_compute_seconds_sum ")[1].split()[0])
+    assert 0 < cpu <= wall + 1e-3
 
 
 def test_the_edge_wraps_each_handler_once_and_a_new_handler_again() -> None:
