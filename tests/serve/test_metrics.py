@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import urllib.request
 from types import SimpleNamespace
@@ -53,8 +54,8 @@ def test_metrics_endpoint_reports_traffic_and_model(server: ServerThread) -> Non
     real = float(text.split('sentiment_tokens_total{kind="real"} ')[1].split()[0])
     assert real >= len(REVIEWS)
     # The batch really ran on a worker thread's CPU, and no longer than it took.
-    cpu = float(text.split("sentiment_compute_cpu_seconds_total ")[1].split()[0])
-    wall = float(text.split("sentiment_compute_seconds_sum ")[1].split()[0])
+    cpu = float(re.search(r"^sentiment_compute_cpu_seconds_total (\S+)$", text, re.MULTILINE).group(1))
+    wall = float(re.search(r"^sentiment_compute_seconds_sum (\S+)$", text, re.MULTILINE).group(1))
     assert 0 < cpu <= wall + 1e-3
 
 
