@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from typing import Generic, Protocol, TypeVar
 
 from serve.errors import DeadlineExpired, ModelNotReady, Overloaded
 
+log = logging.getLogger("serve.batcher")
 T = TypeVar("T")
 R = TypeVar("R")
 # How many waiting items (from the oldest) a batch is chosen among: bounds the work per
@@ -193,9 +195,8 @@ class Batcher(Generic[T, R]):
                 # Items already waiting when this worker came back: load is high, so a fuller
                 # batch may be worth a wait.
                 if not waited and self._max_delay_s > 0:
-                    until = time.monotonic() + self._max_delay_s
                     self._arrived.wait_for(lambda: self._queued_units >= self._max_batch_size or self._closed,
-                                           timeout=max(0.0, until - time.monotonic()))
+                                           timeout=self._max_delay_s)
                     if self._closed:
                         return
                 batch, expired = self._take()
@@ -210,9 +211,12 @@ class Batcher(Generic[T, R]):
                         raise RuntimeError(f"batch function returned {len(results)} results for {len(batch)} items")
                 except Exception as exc:  # every waiting caller hears about the failure
                     error = exc
-                if self._observer is not None:
-                    self._observer.batch_done(sum(p.size for p in batch), [started - p.enqueued for p in batch],
-                                              time.monotonic() - started, time.thread_time() - started_cpu)
+                try:  # a failing observer must not cost the callers their answers
+                    if self._observer is not None:
+                        self._observer.batch_done(sum(p.size for p in batch), [started - p.enqueued for p in batch],
+                                                  time.monotonic() - started, time.thread_time() - started_cpu)
+                except Exception:
+                    log.exception("batch observer failed")
             try:
                 loop.call_soon_threadsafe(self._answer, batch, results, error, expired)
             except RuntimeError:  # the loop is gone (interpreter shutdown): nobody is waiting

@@ -293,3 +293,20 @@ def test_submit_all_fails_whole_and_withdraws_the_rest_when_a_part_fails() -> No
         assert calls in ([[-1]], [[-1], [2]])
 
     asyncio.run(main())
+
+
+def test_a_failing_observer_never_costs_a_caller_its_answer() -> None:
+    class BrokenObserver:
+        def queue_depth(self, units: int) -> None:
+            pass
+
+        def batch_done(self, *args: object) -> None:
+            raise RuntimeError("metrics backend down")
+
+    async def main() -> None:
+        batcher = Batcher(GatedModel(), max_batch_size=4, max_queue_size=64, observer=BrokenObserver())
+        assert await asyncio.wait_for(asyncio.gather(*(batcher.submit(i) for i in range(6))), WAIT) == \
+            [2 * i for i in range(6)]
+        await batcher.close()
+
+    asyncio.run(main())
