@@ -49,8 +49,8 @@ class Settings:
     cpu_arena: bool = _opt(False, "ONNX Runtime CPU memory arena (off: memory stays flat with varied lengths)")
     max_batch_size: int = _opt(12, "most texts coalesced into one batch (tokenized together, then split by "
                                    "length); small batches keep requests queued for the next free worker under "
-                                   "many concurrent single-text calls; a larger request is cut into chunks of "
-                                   "this size, by length, that the workers share")
+                                   "many concurrent single-text calls; a larger request is cut into length-sorted "
+                                   "chunks of half --max-rows-per-run that the workers share")
     max_rows_per_run: int = _opt(8, "most texts in one ONNX Runtime call (the LSTM materialises its input "
                                     "projection for every time step: big runs fall out of cache)")
     max_queue_delay_ms: float = _opt(0.0, "under load, wait up to this long for a model run to fill "
