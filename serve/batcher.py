@@ -12,6 +12,10 @@ for the loop, which is busy answering the batch just done. Policy:
 * A batch always starts with the oldest waiting item, so nothing waits behind later
   arrivals for long. It is filled in arrival order, or, given a ``key`` (a text length),
   with the waiting items whose key is nearest the oldest one's: similar lengths pad less.
+* Items queued together by :meth:`Batcher.submit_all` (the parts of one large request) may
+  run on every worker at once, but not ahead of other callers: while one of its parts is
+  being processed, a free worker starts its batch with the oldest item of another caller,
+  if any waits. One large request cannot take every worker from the requests behind it.
 * The queue is bounded in units: a submit that would overflow it raises
   :class:`~serve.errors.Overloaded` at once.
 * Items whose deadline has passed, or whose caller gave up, are dropped before ``process``;
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 import threading
 import time
@@ -60,6 +65,7 @@ class _Pending(Generic[T, R]):
     enqueued: float
     key: float
     future: asyncio.Future[R] = field(repr=False)
+    group: int | None = None  # the submit_all call it came from
 
 
 class Batcher(Generic[T, R]):
@@ -81,6 +87,8 @@ class Batcher(Generic[T, R]):
         self._arrived = threading.Condition(self._lock)  # notified on every submit and on close
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: list[threading.Thread] = []
+        self._groups = itertools.count()
+        self._running_groups: collections.Counter[int] = collections.Counter()  # parts being processed
         self._closed = False
 
     @property
@@ -106,7 +114,7 @@ class Batcher(Generic[T, R]):
         They may run in different batches, on different workers at the same time. If one
         fails, the others are withdrawn and its exception is raised.
         """
-        pendings = self._enqueue(items, deadline)
+        pendings = self._enqueue(items, deadline, group=next(self._groups))
         try:
             return list(await asyncio.gather(*(p.future for p in pendings)))
         except BaseException:
@@ -114,11 +122,12 @@ class Batcher(Generic[T, R]):
                 self._withdraw(pending)
             raise
 
-    def _enqueue(self, items: Sequence[tuple[T, int]], deadline: float | None) -> list[_Pending[T, R]]:
+    def _enqueue(self, items: Sequence[tuple[T, int]], deadline: float | None,
+                 group: int | None = None) -> list[_Pending[T, R]]:
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         pendings = [_Pending(item, size, deadline, now, self._key(item) if self._key is not None else 0.0,
-                             loop.create_future()) for item, size in items]
+                             loop.create_future(), group) for item, size in items]
         units = sum(p.size for p in pendings)
         with self._lock:
             if self._closed:
@@ -185,8 +194,11 @@ class Batcher(Generic[T, R]):
         loop = self._loop
         assert loop is not None
         waited = True
+        batch: list[_Pending[T, R]] = []
         while True:
             with self._lock:
+                self._running_groups.subtract(p.group for p in batch if p.group is not None)
+                self._running_groups += collections.Counter()  # drops the groups that reached zero
                 if not self._queue and not self._closed:
                     waited = True
                     self._arrived.wait_for(lambda: self._queue or self._closed)
@@ -200,6 +212,7 @@ class Batcher(Generic[T, R]):
                     if self._closed:
                         return
                 batch, expired = self._take()
+                self._running_groups.update(p.group for p in batch if p.group is not None)
             waited = False
             started, started_cpu = time.monotonic(), time.thread_time()
             results: Sequence[R] | None = None
@@ -225,9 +238,11 @@ class Batcher(Generic[T, R]):
     def _take(self) -> tuple[list[_Pending[T, R]], list[_Pending[T, R]]]:
         """Under the lock: the next batch (in arrival order) and the expired items met on the way.
 
-        The batch is the oldest live item, then others while they fit ``max_batch_size``.
-        Items not chosen go back to the front of the queue in their order.
+        The batch is the oldest live item (of a caller none of whose parts is being processed,
+        if any waits), then others while they fit ``max_batch_size``. Items not chosen go back
+        to the front of the queue in their order.
         """
+        self._oldest_eligible_first()
         now = time.monotonic()
         window: list[_Pending[T, R]] = []
         expired: list[_Pending[T, R]] = []
@@ -256,6 +271,20 @@ class Batcher(Generic[T, R]):
         self._queued_units -= units
         self._report_depth()
         return [p for i, p in enumerate(window) if i in chosen], expired
+
+    def _oldest_eligible_first(self) -> None:
+        """Move the oldest item whose request has no part being processed to the queue's front.
+
+        Only parts of running requests are skipped, so the scan stops at the first other item.
+        """
+        if not self._running_groups:
+            return
+        for index, pending in enumerate(self._queue):
+            if pending.group is None or pending.group not in self._running_groups:
+                if index:
+                    del self._queue[index]
+                    self._queue.appendleft(pending)
+                return
 
     def _answer(self, batch: list[_Pending[T, R]], results: Sequence[R] | None, error: Exception | None,
                 expired: list[_Pending[T, R]]) -> None:

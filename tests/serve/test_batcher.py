@@ -310,3 +310,33 @@ def test_a_failing_observer_never_costs_a_caller_its_answer() -> None:
         await batcher.close()
 
     asyncio.run(main())
+
+
+def test_a_large_request_does_not_take_every_worker_from_the_requests_behind_it() -> None:
+    async def main() -> None:
+        gates = {100: threading.Event(), 101: threading.Event()}
+        calls: list[list[int]] = []
+
+        def process(items: list[int]) -> list[int]:
+            calls.append(items)
+            for item in items:
+                if item in gates:
+                    assert gates[item].wait(WAIT)
+            return [2 * item for item in items]
+
+        batcher = Batcher(process, max_batch_size=1, max_queue_size=64, max_concurrent=2)
+        large = asyncio.ensure_future(batcher.submit_all([(i, 1) for i in (100, 101, 102)]))
+        until = time.monotonic() + WAIT
+        while len(calls) < 2:  # nobody else waits: both workers take a part of it
+            assert time.monotonic() < until, "only one worker took the request's parts"
+            await asyncio.sleep(0.001)
+        small = asyncio.ensure_future(batcher.submit(1))
+        await wait_queued(batcher, 2)  # 102, then the small request
+        gates[101].set()  # one worker comes back while the other still holds part 100
+        assert await small == 2
+        assert calls[2] == [1]  # served before the large request's next part
+        gates[100].set()
+        assert await large == [200, 202, 204]
+        await batcher.close()
+
+    asyncio.run(main())
