@@ -15,7 +15,8 @@ for the loop, which is busy answering the batch just done. Policy:
 * Items queued together by :meth:`Batcher.submit_all` (the parts of one large request) may
   run on every worker at once, but not ahead of other callers: while one of its parts is
   being processed, a free worker starts its batch with the oldest item of another caller,
-  if any waits. One large request cannot take every worker from the requests behind it.
+  if any waits, and fills it without that request's parts. One large request cannot take
+  every worker from the requests behind it.
 * The queue is bounded in units: a submit that would overflow it raises
   :class:`~serve.errors.Overloaded` at once.
 * Items whose deadline has passed, or whose caller gave up, are dropped before ``process``;
@@ -257,8 +258,12 @@ class Batcher(Generic[T, R]):
             self._report_depth()
             return [], expired
         anchor = window[0]
+        # Parts of a request already running elsewhere do not join another caller's batch:
+        # they would make that caller wait for them.
+        running = self._running_groups
+        rest = [i for i in range(1, len(window))
+                if window[i].group is None or window[i].group == anchor.group or window[i].group not in running]
         # Candidates in order of preference: arrival, or nearness of key to the oldest item's.
-        rest = range(1, len(window))
         preferred = sorted(rest, key=lambda i: abs(window[i].key - anchor.key)) if self._key is not None else rest
         chosen, units = {0}, anchor.size
         for index in preferred:

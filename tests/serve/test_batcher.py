@@ -340,3 +340,35 @@ def test_a_large_request_does_not_take_every_worker_from_the_requests_behind_it(
         await batcher.close()
 
     asyncio.run(main())
+
+
+
+def test_a_callers_batch_is_not_filled_with_parts_of_a_request_running_elsewhere() -> None:
+    async def main() -> None:
+        gates = {100: threading.Event(), 102: threading.Event()}
+        calls: list[list[int]] = []
+
+        def process(items: list[int]) -> list[int]:
+            calls.append(items)
+            for item in items:
+                if item in gates:
+                    assert gates[item].wait(WAIT)
+            return [2 * item for item in items]
+
+        batcher = Batcher(process, max_batch_size=4, max_queue_size=64, max_concurrent=2)
+        large = asyncio.ensure_future(batcher.submit_all([(i, 2) for i in range(100, 106)]))
+        until = time.monotonic() + WAIT
+        while len(calls) < 2:  # [100, 101] and [102, 103], one per worker
+            assert time.monotonic() < until, "both workers should hold parts of the request"
+            await asyncio.sleep(0.001)
+        small = asyncio.ensure_future(batcher.submit(1))
+        await wait_queued(batcher, 5)  # parts 104 and 105, then the small request
+        gates[102].set()  # the worker holding [102, 103] comes back; [100, 101] still runs
+        assert await small == 2
+        # Room for part 104 (4 units) but it stays out: it would make the small caller wait for it.
+        assert calls[2] == [1]
+        gates[100].set()
+        assert await large == [2 * i for i in range(100, 106)]
+        await batcher.close()
+
+    asyncio.run(main())
