@@ -176,11 +176,15 @@ def ort_in_process(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]
     def encode(batch: list[str]) -> list[list[int]]:
         return encode_texts(tokenizer, batch, model.max_tokens, model.head_tokens, model.unk_id)
 
+    single_runners: dict[int, Any] = {}  # one session per thread count, reused across measurements
+
     def single_review_times(threads: int, pause_s: float = 0.0) -> list[float]:
         """Seconds per review, tokenize + run one text at a time for ``args.seconds``, ``pause_s`` apart."""
-        runner = load_runner(model, Settings(model_repository=args.model_repository, workers=1,
-                                             intra_op_threads=threads))
-        runner.warm_up(8)
+        if threads not in single_runners:
+            single_runners[threads] = load_runner(model, Settings(model_repository=args.model_repository, workers=1,
+                                                                  intra_op_threads=threads))
+            single_runners[threads].warm_up(8)
+        runner = single_runners[threads]
         times: list[float] = []
         deadline = time.perf_counter() + args.seconds
         while time.perf_counter() < deadline:

@@ -155,11 +155,12 @@ class ModelRunner:
                 times.append(time.perf_counter() - started)
             return min(times)
 
-        step_one = (best_time(1, long_) - best_time(1, short)) / (long_ - short)
+        one_short = best_time(1, short)
+        step_one = (best_time(1, long_) - one_short) / (long_ - short)
         step_many = (best_time(rows, long_) - best_time(rows, short)) / (long_ - short)
         per_row_step = max(0.0, (step_many - step_one) / (rows - 1))
         per_step = max(0.0, step_one - per_row_step)
-        per_run = max(0.0, best_time(1, short) - short * step_one)
+        per_run = max(0.0, one_short - short * step_one)
         if not all(math.isfinite(x) for x in (per_run, per_step, per_row_step)) or per_step + per_row_step <= 0:
             return DEFAULT_RUN_COST
         return RunCost(per_run, per_step, per_row_step)
