@@ -45,6 +45,29 @@ async def wait_queued(batcher: Batcher, units: int) -> None:
         await asyncio.sleep(0)
 
 
+class ItemGates:
+    """Doubles each item; records every batch; holds a batch while it contains a gated item."""
+
+    def __init__(self, *gated: int) -> None:
+        self.calls: list[list[int]] = []
+        self.gates = {item: threading.Event() for item in gated}
+
+    def __call__(self, items: list[int]) -> list[int]:
+        self.calls.append(items)
+        for item in items:
+            if item in self.gates:
+                assert self.gates[item].wait(WAIT), f"test never released item {item}"
+        return [2 * item for item in items]
+
+
+async def wait_batches(batches: list[list[int]], count: int, why: str) -> None:
+    """Yield to the loop until ``count`` batches have started (bounded)."""
+    until = time.monotonic() + WAIT
+    while len(batches) < count:
+        assert time.monotonic() < until, why
+        await asyncio.sleep(0.001)
+
+
 def test_lone_item_is_dispatched_at_once_even_with_a_delay_window() -> None:
     async def main() -> float:
         model = GatedModel()
@@ -314,60 +337,37 @@ def test_a_failing_observer_never_costs_a_caller_its_answer() -> None:
 
 def test_a_large_request_does_not_take_every_worker_from_the_requests_behind_it() -> None:
     async def main() -> None:
-        gates = {100: threading.Event(), 101: threading.Event()}
-        calls: list[list[int]] = []
-
-        def process(items: list[int]) -> list[int]:
-            calls.append(items)
-            for item in items:
-                if item in gates:
-                    assert gates[item].wait(WAIT)
-            return [2 * item for item in items]
-
-        batcher = Batcher(process, max_batch_size=1, max_queue_size=64, max_concurrent=2)
+        model = ItemGates(100, 101)
+        batcher = Batcher(model, max_batch_size=1, max_queue_size=64, max_concurrent=2)
         large = asyncio.ensure_future(batcher.submit_all([(i, 1) for i in (100, 101, 102)]))
-        until = time.monotonic() + WAIT
-        while len(calls) < 2:  # nobody else waits: both workers take a part of it
-            assert time.monotonic() < until, "only one worker took the request's parts"
-            await asyncio.sleep(0.001)
+        # Nobody else waits: both workers take a part of it.
+        await wait_batches(model.calls, 2, "only one worker took the request's parts")
         small = asyncio.ensure_future(batcher.submit(1))
         await wait_queued(batcher, 2)  # 102, then the small request
-        gates[101].set()  # one worker comes back while the other still holds part 100
+        model.gates[101].set()  # one worker comes back while the other still holds part 100
         assert await small == 2
-        assert calls[2] == [1]  # served before the large request's next part
-        gates[100].set()
+        assert model.calls[2] == [1]  # served before the large request's next part
+        model.gates[100].set()
         assert await large == [200, 202, 204]
         await batcher.close()
 
     asyncio.run(main())
 
 
-
 def test_a_callers_batch_is_not_filled_with_parts_of_a_request_running_elsewhere() -> None:
     async def main() -> None:
-        gates = {100: threading.Event(), 102: threading.Event()}
-        calls: list[list[int]] = []
-
-        def process(items: list[int]) -> list[int]:
-            calls.append(items)
-            for item in items:
-                if item in gates:
-                    assert gates[item].wait(WAIT)
-            return [2 * item for item in items]
-
-        batcher = Batcher(process, max_batch_size=4, max_queue_size=64, max_concurrent=2)
+        model = ItemGates(100, 102)
+        batcher = Batcher(model, max_batch_size=4, max_queue_size=64, max_concurrent=2)
         large = asyncio.ensure_future(batcher.submit_all([(i, 2) for i in range(100, 106)]))
-        until = time.monotonic() + WAIT
-        while len(calls) < 2:  # [100, 101] and [102, 103], one per worker
-            assert time.monotonic() < until, "both workers should hold parts of the request"
-            await asyncio.sleep(0.001)
+        # [100, 101] and [102, 103], one per worker.
+        await wait_batches(model.calls, 2, "both workers should hold parts of the request")
         small = asyncio.ensure_future(batcher.submit(1))
         await wait_queued(batcher, 5)  # parts 104 and 105, then the small request
-        gates[102].set()  # the worker holding [102, 103] comes back; [100, 101] still runs
+        model.gates[102].set()  # the worker holding [102, 103] comes back; [100, 101] still runs
         assert await small == 2
         # Room for part 104 (4 units) but it stays out: it would make the small caller wait for it.
-        assert calls[2] == [1]
-        gates[100].set()
+        assert model.calls[2] == [1]
+        model.gates[100].set()
         assert await large == [2 * i for i in range(100, 106)]
         await batcher.close()
 
