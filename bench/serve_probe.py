@@ -108,6 +108,8 @@ def main() -> None:
         "padding_share": padding / m["sentiment_tokens_total"],
         "queue_ms_mean": 1000 * m["sentiment_queue_seconds_sum"] / m["sentiment_queue_seconds_count"],
         "model_ms_per_text": 1000 * m["sentiment_compute_seconds_sum"] / scored,
+        # Every RPC as the server times it (health checks of the start included: a handful).
+        "server_ms_per_request": 1000 * m["sentiment_request_seconds_sum"] / m["sentiment_request_seconds_count"],
     }
     worker_cpu = m.get("sentiment_compute_cpu_seconds_total")  # absent before 2026-11-26: A/B with older commits
     if worker_cpu is not None:
