@@ -32,6 +32,7 @@ from serve.preprocessing import encode_texts, pad_batch
 from serve.repository import ModelVersion, RepositoryError, load_version
 from serve.runtime import ModelRunner, load_runner, thread_plan
 from serve.settings import Settings
+from serve.statistics import InferenceStatistics
 
 log = logging.getLogger("serve.core")
 # Scored end to end (tokenizer, graph, labels) before a version may serve: catches graphs
@@ -77,6 +78,33 @@ class CoreObserver(BatchObserver, Protocol):
     def model_loaded(self, model: ModelVersion, precision: str, device: str, seconds: float) -> None: ...
 
 
+@dataclass
+class PhaseTimes:
+    """Seconds one batch spent preparing inputs (tokenize, pad), in model runs, and labelling."""
+
+    input: float = 0.0
+    infer: float = 0.0
+    output: float = 0.0
+
+
+class _BatchObservers:
+    """The batcher's one observer: the core's statistics, then the outside observer (metrics), if any."""
+
+    def __init__(self, statistics: InferenceStatistics, observer: CoreObserver | None) -> None:
+        self._statistics = statistics
+        self._observer = observer
+
+    def queue_depth(self, units: int) -> None:
+        if self._observer is not None:
+            self._observer.queue_depth(units)
+
+    def batch_done(self, units: int, queue_seconds: Sequence[float], compute_seconds: float,
+                   cpu_seconds: float) -> None:
+        self._statistics.queued(queue_seconds)
+        if self._observer is not None:
+            self._observer.batch_done(units, queue_seconds, compute_seconds, cpu_seconds)
+
+
 def length_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
     """Indices of ``texts`` sorted by length (characters, a proxy for tokens), cut into chunks of ``size``."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -95,6 +123,7 @@ class InferenceCore:
     def __init__(self, settings: Settings, observer: CoreObserver | None = None) -> None:
         self.settings = settings
         self._observer = observer
+        self.statistics = InferenceStatistics()  # Triton-style totals for the served version
         self._loaded: LoadedModel | None = None
         self._batcher: Batcher[tuple[LoadedModel, list[str]], Scored] | None = None
         self.ready = False
@@ -126,7 +155,8 @@ class InferenceCore:
         self._batcher = Batcher(self._score_batch, max_batch_size=self.settings.max_batch_size,
                                 max_queue_size=self.settings.max_queue_size,
                                 max_delay_s=self.settings.max_queue_delay_ms / 1000, max_concurrent=workers,
-                                observer=self._observer, key=mean_length)
+                                observer=_BatchObservers(self.statistics, self._observer),
+                                key=mean_length)
         self._install(loaded)
         self.ready = True
         log.info("model ready", extra={"model": loaded.model.name, "version": loaded.model.version,
@@ -172,6 +202,7 @@ class InferenceCore:
 
     def _install(self, loaded: LoadedModel) -> None:
         self._loaded = loaded
+        self.statistics.reset()
         if self._observer is not None:
             self._observer.model_loaded(loaded.model, self.settings.precision, loaded.runner.device,
                                         loaded.load_seconds)
@@ -210,6 +241,16 @@ class InferenceCore:
 
     async def predict(self, texts: Sequence[str], deadline: float | None = None, field: str = "texts") -> Scored:
         """Score ``texts`` (validated here) with the model serving now; ``deadline`` is a time.monotonic() instant."""
+        started = time.perf_counter()
+        try:
+            scored = await self._predict(texts, deadline, field)
+        except BaseException:  # refused, failed or cancelled: all count as failures
+            self.statistics.request_done(False, time.perf_counter() - started)
+            raise
+        self.statistics.request_done(True, time.perf_counter() - started)
+        return scored
+
+    async def _predict(self, texts: Sequence[str], deadline: float | None, field: str) -> Scored:
         if not self.ready or self._batcher is None:
             raise ModelNotReady("the model is not loaded and warm yet" if self._loaded is None
                                 else "the server is shutting down")
@@ -232,27 +273,45 @@ class InferenceCore:
     def _score_batch(self, requests: list[tuple[LoadedModel, list[str]]]) -> list[Scored]:
         """Worker thread: score each request with the model it was admitted under (one pass per model)."""
         out: list[Scored] = []
+        phases = PhaseTimes()
         # Only a batch that straddles a switch holds two models; it gets two passes.
         for loaded, group in itertools.groupby(requests, key=lambda request: request[0]):
             texts_of = [texts for _, texts in group]
-            predictions = self._score_texts(loaded, [text for texts in texts_of for text in texts])
+            predictions = self._score_texts(loaded, [text for texts in texts_of for text in texts], phases=phases)
             start = 0
             for texts in texts_of:
                 out.append(Scored(loaded.model, predictions[start:start + len(texts)]))
                 start += len(texts)
+        self.statistics.batch_done(sum(len(texts) for _, texts in requests), len(requests), phases.input,
+                                   phases.infer, phases.output)
         return out
 
-    def _score_texts(self, loaded: LoadedModel, texts: list[str], observe: bool = True) -> list[Prediction]:
-        """Tokenize ``texts`` together, run them by length groups, label them (``observe``: record padding)."""
+    def _score_texts(self, loaded: LoadedModel, texts: list[str], observe: bool = True,
+                     phases: PhaseTimes | None = None) -> list[Prediction]:
+        """Tokenize ``texts`` together, run them by length groups, label them.
+
+        ``observe``: record padding; ``phases``: add the time of each phase to it.
+        """
         model = loaded.model
+        clock = time.perf_counter
+        began = clock()
         ids = encode_texts(loaded.tokenizer, texts, model.max_tokens, model.head_tokens, model.unk_id)
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         probabilities = np.empty(len(ids), dtype=np.float32)
+        running = 0.0
         for group in length_groups(lengths, self._rows_per_run, loaded.run_cost):
             input_ids, group_lengths = pad_batch([ids[i] for i in group], model.pad_id)
+            run_began = clock()
             probabilities[group] = loaded.runner.run(input_ids, group_lengths)
+            running += clock() - run_began
             if observe and self._observer is not None:
                 self._observer.padding(int(group_lengths.sum()), input_ids.size)
+        labelling = clock()
         negative, positive = model.labels
         threshold = model.threshold
-        return [Prediction(positive if p >= threshold else negative, float(p)) for p in probabilities]
+        predictions = [Prediction(positive if p >= threshold else negative, float(p)) for p in probabilities]
+        if phases is not None:
+            phases.input += labelling - began - running
+            phases.infer += running
+            phases.output += clock() - labelling
+        return predictions

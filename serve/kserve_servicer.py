@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from importlib import metadata
+from pathlib import Path
 
 import grpc
 
 from protos.inference import grpc_predict_v2_pb2 as pb
 from protos.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from serve import kserve_codec as codec
+from serve import kserve_extensions as extensions
 from serve.core import InferenceCore
 from serve.edge import deadline_of
-from serve.errors import InvalidInput
+from serve.errors import InvalidInput, ServingError
+from serve.runtime import thread_plan
+from serve.streaming import answer_stream
 
 SERVER_NAME = "imdb-sentiment-edge"
 
@@ -24,7 +29,7 @@ def _server_version() -> str:
 
 
 class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
-    """Health, metadata and inference for the one served model."""
+    """Health, metadata, inference, configuration and statistics for the one served model."""
 
     def __init__(self, core: InferenceCore) -> None:
         self._core = core
@@ -47,7 +52,8 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
                              ) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self._version, extensions=[])
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=self._version,
+                                         extensions=list(extensions.EXTENSIONS))
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
                             ) -> pb.ModelMetadataResponse:
@@ -60,6 +66,49 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ModelInferResponse:
+        return await self._infer(request, deadline_of(context))
+
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
+                               context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Triton's streaming inference: a failed request is answered with its error and the stream goes on."""
+        deadline = deadline_of(context)
+
+        async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
+            try:
+                return pb.ModelStreamInferResponse(infer_response=await self._infer(request, deadline))
+            except ServingError as exc:
+                return pb.ModelStreamInferResponse(error_message=f"request id={request.id!r}: {exc}")
+
+        async for response in answer_stream(request_iterator, answer, self._core.settings.stream_window):
+            yield response
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.ModelConfigResponse:
+        model = self._core.check_model(request.name, request.version)
+        settings = self._core.settings
+        return pb.ModelConfigResponse(config=extensions.model_config(
+            model.name, model.model_path(settings.precision).name, self._core.loaded.runner.device,
+            thread_plan(settings)[0], settings.max_queue_delay_ms))
+
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+                              ) -> pb.ModelStatisticsResponse:
+        if request.name:
+            model = self._core.check_model(request.name, request.version)
+        elif request.version:
+            raise InvalidInput(f"version {request.version!r} given without a model name; name the model too")
+        else:
+            model = self._core.model
+        return pb.ModelStatisticsResponse(model_stats=[
+            extensions.model_statistics(model.name, model.version, self._core.statistics.snapshot())])
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+                              ) -> pb.RepositoryIndexResponse:
+        served = self._core.model if self._core.ready else None
+        return pb.RepositoryIndexResponse(models=extensions.repository_index(
+            Path(self._core.settings.model_repository), served.name if served else self._core.settings.model,
+            served.version if served else None, request.ready))
+
+    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
         if not request.model_name:
             raise InvalidInput("model_name is required")
         # Checked and admitted with no await in between: a reload (which switches on this loop)
@@ -67,6 +116,6 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._core.check_model(request.model_name, request.model_version)
         texts, raw = codec.texts_from_request(request, self._core.settings.max_texts_per_request)
         outputs = codec.requested_outputs(request)
-        scored = await self._core.predict(texts, deadline_of(context), field=f"input {codec.INPUT!r}")
+        scored = await self._core.predict(texts, deadline, field=f"input {codec.INPUT!r}")
         return codec.build_response(request, scored.model.name, scored.model.version, outputs, scored.predictions,
                                     raw)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
@@ -12,6 +11,7 @@ from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 from serve.core import InferenceCore, Prediction, Scored
 from serve.edge import deadline_of
 from serve.errors import ServingError
+from serve.streaming import answer_stream
 
 
 def _predictions(predictions: Sequence[Prediction]) -> list[pb.Prediction]:
@@ -43,53 +43,18 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PredictStreamResponse]:
         """Score up to ``stream_window`` requests at once; answer each as soon as it is scored.
 
-        A window slot is freed only when its response has been handed to gRPC, so a client
-        that stops reading stops the server from reading (and scoring) further requests.
+        A client that stops reading stops the server from reading further requests
+        (:func:`serve.streaming.answer_stream`). An error ends the stream, naming the request.
         """
-        results: asyncio.Queue[pb.PredictStreamResponse | BaseException | None] = asyncio.Queue()
-        window = asyncio.Semaphore(self._stream_window)
         deadline = deadline_of(context)
-        tasks: set[asyncio.Task[None]] = set()
-        started = 0
 
-        async def score(message: pb.PredictStreamRequest) -> None:
+        async def answer(message: pb.PredictStreamRequest) -> pb.PredictStreamResponse:
             try:
                 scored = await self._core.predict(message.texts, deadline)
-                results.put_nowait(pb.PredictStreamResponse(id=message.id, predictions=_predictions(scored.predictions),
-                                                            model=_model_ref(scored)))
             except ServingError as exc:
-                results.put_nowait(type(exc)(f"request id={message.id!r}: {exc}"))
-            except Exception as exc:
-                results.put_nowait(exc)
+                raise type(exc)(f"request id={message.id!r}: {exc}") from exc
+            return pb.PredictStreamResponse(id=message.id, predictions=_predictions(scored.predictions),
+                                            model=_model_ref(scored))
 
-        async def read() -> None:
-            nonlocal started
-            try:
-                async for message in request_iterator:
-                    await window.acquire()
-                    started += 1
-                    task = asyncio.ensure_future(score(message))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            except Exception as exc:
-                results.put_nowait(exc)
-            finally:
-                results.put_nowait(None)  # end of input
-
-        reader = asyncio.ensure_future(read())
-        finished, ended = 0, False
-        try:
-            while not (ended and finished == started):
-                item = await results.get()
-                if item is None:
-                    ended = True
-                elif isinstance(item, BaseException):
-                    raise item
-                else:
-                    yield item
-                    finished += 1
-                    window.release()
-        finally:
-            reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+        async for response in answer_stream(request_iterator, answer, self._stream_window):
+            yield response

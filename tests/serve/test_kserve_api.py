@@ -15,6 +15,7 @@ from google.protobuf import descriptor_pb2
 
 from protos.inference import grpc_predict_v2_pb2 as pb
 from protos.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from protos.inference import model_config_pb2 as config_pb
 from serve.kserve_codec import decode_bytes_tensor, encode_bytes_tensor
 from serve.server import KSERVE_SERVICE
 from tests.conftest import REPO_ROOT
@@ -42,30 +43,64 @@ def run_python(code_or_module: list[str]) -> str:
     return done.stdout
 
 
-def test_field_numbers_match_tritonclients_own_proto() -> None:
-    """Every message and field we declare has tritonclient's number, type and label."""
-    ours = descriptor_pb2.FileDescriptorProto()
-    pb.DESCRIPTOR.CopyToProto(ours)
-    code = ("import sys; from google.protobuf import descriptor_pb2; from tritonclient.grpc import service_pb2 as s;"
+# Messages declared with only the fields this server fills (the rest read as unset upstream).
+PARTIAL_MESSAGES = {"ModelStatistics"}
+
+
+def upstream_descriptor(module: str) -> descriptor_pb2.FileDescriptorProto:
+    """tritonclient's own descriptor of ``module`` (service_pb2, model_config_pb2), read in a subprocess."""
+    code = (f"import sys; from google.protobuf import descriptor_pb2; from tritonclient.grpc import {module} as s;"
             "f = descriptor_pb2.FileDescriptorProto(); s.DESCRIPTOR.CopyToProto(f);"
             "sys.stdout.write(f.SerializeToString().hex())")
-    theirs = descriptor_pb2.FileDescriptorProto.FromString(bytes.fromhex(run_python(["-c", code])))
+    return descriptor_pb2.FileDescriptorProto.FromString(bytes.fromhex(run_python(["-c", code])))
 
-    def flatten(messages, prefix=""):
-        table = {}
-        for message in messages:
-            table[prefix + message.name] = {(f.name, f.number, f.type, f.label, f.type_name) for f in message.field}
-            table.update(flatten(message.nested_type, prefix + message.name + "."))
-        return table
 
+def flatten(messages, prefix=""):
+    """{message name: {(field name, number, type, label, type name)}}, nested messages included."""
+    table = {}
+    for message in messages:
+        table[prefix + message.name] = {(f.name, f.number, f.type, f.label, f.type_name) for f in message.field}
+        table.update(flatten(message.nested_type, prefix + message.name + "."))
+    return table
+
+
+def test_field_numbers_match_tritonclients_own_proto() -> None:
+    """Every message and field we declare has tritonclient's number, type and label; so do the RPCs."""
+    ours = descriptor_pb2.FileDescriptorProto()
+    pb.DESCRIPTOR.CopyToProto(ours)
+    theirs = upstream_descriptor("service_pb2")
     mine, upstream = flatten(ours.message_type), flatten(theirs.message_type)
-    assert len(mine) > 15
+    assert len(mine) > 25
     for name, fields in mine.items():
-        assert fields == upstream.get(name), name
-    upstream_methods = {m.name: (m.input_type, m.output_type) for m in theirs.service[0].method}
+        if name in PARTIAL_MESSAGES:
+            assert fields < upstream[name], name
+        else:
+            assert fields == upstream.get(name), name
+    upstream_methods = {m.name: (m.input_type, m.output_type, m.client_streaming, m.server_streaming)
+                        for m in theirs.service[0].method}
     for method in ours.service[0].method:
-        assert upstream_methods[method.name] == (method.input_type, method.output_type)
+        assert upstream_methods[method.name] == (method.input_type, method.output_type, method.client_streaming,
+                                                 method.server_streaming), method.name
     assert ours.package == theirs.package and ours.service[0].name == theirs.service[0].name
+
+
+def test_model_config_fields_are_a_subset_of_tritons() -> None:
+    ours = descriptor_pb2.FileDescriptorProto()
+    config_pb.DESCRIPTOR.CopyToProto(ours)
+    theirs = upstream_descriptor("model_config_pb2")
+    mine, upstream = flatten(ours.message_type), flatten(theirs.message_type)
+    assert {"ModelConfig", "ModelInput", "ModelOutput", "ModelInstanceGroup", "ModelDynamicBatching"} <= set(mine)
+    for name, fields in mine.items():
+        assert fields <= upstream[name], name
+    enums = {e.name: {(v.name, v.number) for v in e.value} for e in theirs.enum_type}
+    for enum in ours.enum_type:
+        assert {(v.name, v.number) for v in enum.value} == enums[enum.name]
+
+    def kinds(file: descriptor_pb2.FileDescriptorProto) -> set[tuple[str, int]]:
+        return {(v.name, v.number) for m in file.message_type if m.name == "ModelInstanceGroup"
+                for e in m.enum_type if e.name == "Kind" for v in e.value}
+
+    assert kinds(ours) == kinds(theirs) and len(kinds(ours)) == 4
 
 
 def test_tritonclient_works_unmodified(server: ServerThread, reference) -> None:
@@ -80,6 +115,25 @@ def test_tritonclient_works_unmodified(server: ServerThread, reference) -> None:
     np.testing.assert_allclose(result["probability"], reference(texts), atol=1e-6, rtol=0)
     assert result["label"] == ["positive" if p >= 0.5 else "negative" for p in result["probability"]]
     assert result["unknown_model"]["status"] == "StatusCode.NOT_FOUND"
+    config = result["config"]
+    assert (config["name"], config["platform"], config["backend"]) == ("imdb-lstm", "onnxruntime_onnx", "onnxruntime")
+    assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [("text", "TYPE_STRING", ["-1"])]
+    assert [(t["name"], t["data_type"]) for t in config["output"]] == [("probability", "TYPE_FP32"),
+                                                                       ("label", "TYPE_STRING")]
+    assert config["instance_group"][0]["kind"] == "KIND_CPU" and config.get("max_batch_size", 0) == 0
+    stats = result["statistics"]["model_stats"][0]
+    assert (stats["name"], stats["version"]) == ("imdb-lstm", "1")
+    assert int(stats["inference_count"]) >= len(texts) and int(stats["inference_stats"]["success"]["count"]) >= 1
+    assert result["repository"]["models"] == [{"name": "imdb-lstm", "version": "1", "state": "READY"}]
+    # The stream answers every request; the empty text fails alone, naming its id.
+    answers = result["stream"]
+    errors = [a["error"] for a in answers if "error" in a]
+    assert len(answers) == len(texts) + 1 and len(errors) == 1
+    assert "request id='s1'" in errors[0] and "is empty" in errors[0]
+    scored = {a["id"]: a["probability"] for a in answers if "id" in a}
+    assert sorted(scored) == [f"s{i}" for i in range(len(texts) + 1) if i != 1]
+    np.testing.assert_allclose([scored[f"s{i}"] for i in [0, *range(2, len(texts) + 1)]], reference(texts),
+                               atol=1e-6, rtol=0)
 
 
 def test_typed_contents_get_typed_answers(server: ServerThread, reference) -> None:
@@ -175,3 +229,64 @@ def test_health_and_metadata_rpcs(server: ServerThread) -> None:
         api.ModelMetadata(pb.ModelMetadataRequest(name="nope"), timeout=TIMEOUT)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert KSERVE_SERVICE == "inference.GRPCInferenceService"
+
+
+def statistics(server: ServerThread) -> pb.ModelStatistics:
+    reply = stub(server).ModelStatistics(pb.ModelStatisticsRequest(name="imdb-lstm"), timeout=TIMEOUT)
+    assert len(reply.model_stats) == 1
+    return reply.model_stats[0]
+
+
+def test_statistics_count_what_was_done(server: ServerThread) -> None:
+    before = statistics(server)
+    api = stub(server)
+    for texts in (REVIEWS[:3], REVIEWS[3:4]):
+        api.ModelInfer(raw_request([t.encode() for t in texts]), timeout=TIMEOUT)
+    with pytest.raises(grpc.RpcError):
+        api.ModelInfer(raw_request([b"  "]), timeout=TIMEOUT)
+    after = statistics(server)
+    assert after.inference_count - before.inference_count == 4
+    assert after.execution_count - before.execution_count == 2  # one caller at a time: one batch each
+    done, was = after.inference_stats, before.inference_stats
+    assert (done.success.count - was.success.count, done.fail.count - was.fail.count) == (2, 1)
+    for phase in ("queue", "compute_input", "compute_infer", "compute_output"):
+        assert getattr(done, phase).count - getattr(was, phase).count == 2, phase
+    assert done.compute_infer.ns > was.compute_infer.ns and done.success.ns > was.success.ns
+    # A request's time covers its queue wait and the three compute phases.
+    assert done.success.ns - was.success.ns >= sum(getattr(done, p).ns - getattr(was, p).ns for p in
+                                                   ("queue", "compute_input", "compute_infer", "compute_output"))
+    sizes = {b.batch_size: b.compute_infer.count for b in after.batch_stats}
+    assert sizes.get(3, 0) >= 1 and sizes.get(1, 0) >= 1
+    assert after.last_inference >= before.last_inference > 0 or before.execution_count == 0
+
+
+def test_statistics_and_config_refuse_unknown_models(server: ServerThread) -> None:
+    api = stub(server)
+    for call, request in ((api.ModelStatistics, pb.ModelStatisticsRequest(name="other")),
+                          (api.ModelConfig, pb.ModelConfigRequest(name="other")),
+                          (api.ModelConfig, pb.ModelConfigRequest(name="imdb-lstm", version="9"))):
+        with pytest.raises(grpc.RpcError) as info:
+            call(request, timeout=TIMEOUT)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND, info.value.details()
+    with pytest.raises(grpc.RpcError) as info:
+        api.ModelStatistics(pb.ModelStatisticsRequest(version="1"), timeout=TIMEOUT)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "without a model name" in info.value.details()
+    everything = api.ModelStatistics(pb.ModelStatisticsRequest(), timeout=TIMEOUT)
+    assert [s.name for s in everything.model_stats] == ["imdb-lstm"]
+
+
+def test_stream_infer_answers_each_request_and_survives_bad_ones(server: ServerThread, reference) -> None:
+    good = [t.encode() for t in REVIEWS[:4]]
+    requests = [raw_request([good[0], good[1]], id="a"), raw_request([b""], id="empty"),
+                raw_request([good[2]], id="b", model_name="other"), raw_request([good[3]], id="c")]
+    answers = list(stub(server).ModelStreamInfer(iter(requests), timeout=TIMEOUT))
+    assert len(answers) == 4
+    errors = sorted(a.error_message for a in answers if a.error_message)
+    assert len(errors) == 2 and "request id='b'" in errors[0] and "unknown model 'other'" in errors[0]
+    assert "request id='empty'" in errors[1]
+    replies = {a.infer_response.id: a.infer_response for a in answers if not a.error_message}
+    assert sorted(replies) == ["a", "c"]
+    np.testing.assert_allclose(np.frombuffer(replies["a"].raw_output_contents[0], dtype="<f4"),
+                               reference(REVIEWS[:2]), atol=1e-6, rtol=0)
+    np.testing.assert_allclose(np.frombuffer(replies["c"].raw_output_contents[0], dtype="<f4"),
+                               reference(REVIEWS[3:4]), atol=1e-6, rtol=0)

@@ -8,6 +8,7 @@ with ours (protobuf refuses duplicate symbols).
 from __future__ import annotations
 
 import json
+import queue
 import sys
 
 import numpy as np
@@ -32,7 +33,32 @@ def main(address: str, texts: list[str]) -> dict:
         client.infer("no-such-model", [tensor])
     except triton.InferenceServerException as exc:
         out["unknown_model"] = {"status": exc.status(), "message": exc.message()}
+    out["config"] = client.get_model_config("imdb-lstm", as_json=True)["config"]
+    out["statistics"] = client.get_inference_statistics("imdb-lstm", as_json=True)
+    out["repository"] = client.get_model_repository_index(as_json=True)
+    out["stream"] = stream(client, texts)
     client.close()
+    return out
+
+
+def stream(client: triton.InferenceServerClient, texts: list[str]) -> list[dict]:
+    """One ModelStreamInfer stream: a request per text, with an empty text second (it must fail alone)."""
+    answers: queue.Queue = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    sent = [texts[0], " ", *texts[1:]]
+    for index, text in enumerate(sent):
+        tensor = triton.InferInput("text", [1], "BYTES")
+        tensor.set_data_from_numpy(np.array([text.encode("utf-8")], dtype=np.object_))
+        client.async_stream_infer("imdb-lstm", [tensor], request_id=f"s{index}")
+    client.stop_stream()  # waits for every answer
+    out = []
+    while not answers.empty():
+        result, error = answers.get_nowait()
+        if error is not None:
+            out.append({"error": error.message()})
+        else:
+            out.append({"id": result.get_response().id,
+                        "probability": float(result.as_numpy("probability")[0])})
     return out
 
 
