@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from serve.server import HEALTH_NAMES
 from tests.serve.conftest import ServerThread, make_settings
@@ -61,3 +63,22 @@ def test_reflection_lists_every_service_and_serves_their_descriptors(server: Ser
                         "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
     assert replies[1].file_descriptor_response.file_descriptor_proto
     assert replies[2].file_descriptor_response.file_descriptor_proto
+
+
+def test_a_client_with_only_reflection_calls_both_apis(server: ServerThread) -> None:
+    """As grpcurl does: every descriptor (imports included) comes from reflection, messages are built from them."""
+    pool = descriptor_pool.DescriptorPool(ProtoReflectionDescriptorDatabase(server.channel))
+
+    def call(service: str, method: str, **fields):
+        descriptor = pool.FindServiceByName(service).methods_by_name[method]
+        request = message_factory.GetMessageClass(descriptor.input_type)(**fields)
+        rpc = server.channel.unary_unary(f"/{service}/{method}", request_serializer=type(request).SerializeToString,
+                                         response_deserializer=message_factory.GetMessageClass(
+                                             descriptor.output_type).FromString)
+        return rpc(request, timeout=TIMEOUT)
+
+    config = call("inference.GRPCInferenceService", "ModelConfig", name="imdb-lstm").config
+    assert (config.input[0].name, pool.FindEnumTypeByName("inference.DataType").values_by_number[
+        config.input[0].data_type].name) == ("text", "TYPE_STRING")
+    reply = call("sentiment.v1.SentimentService", "Predict", text="A wonderful film")
+    assert reply.prediction.label in ("positive", "negative") and reply.model.name == "imdb-lstm"

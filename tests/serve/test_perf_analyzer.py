@@ -10,7 +10,6 @@ Debian's libb64-0d; ``.ci/run`` installs it).
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,21 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.perf_analyzer_bench import PERF_ANALYZER, perf_analyzer_env
 from tests.serve.conftest import REVIEWS, ServerThread
-
-PERF_ANALYZER = Path(sys.executable).parent / "perf_analyzer"
-
-
-def perf_analyzer_env() -> dict[str, str]:
-    """The environment perf_analyzer loads in: the CUDA runtime library from the nvidia-cuda-runtime wheel."""
-    env = dict(os.environ)
-    try:
-        import nvidia.cuda_runtime
-    except ImportError:
-        return env
-    lib = [str(Path(path) / "lib") for path in nvidia.cuda_runtime.__path__]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([*lib, *filter(None, [env.get("LD_LIBRARY_PATH")])])
-    return env
 
 
 @pytest.fixture(scope="module")
