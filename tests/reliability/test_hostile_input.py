@@ -3,7 +3,7 @@
 Each property has an oracle: the test knows from how it built a request whether the server
 must accept it (and what the answer must look like) or refuse it, and with which code. Every
 example ends with a health check, so a server that broke while answering fails the test.
-Bounded: 550 examples in all, no example database written to the shared tree.
+Bounded: 600 examples in all, no example database written to the shared tree.
 """
 
 from __future__ import annotations
@@ -310,6 +310,25 @@ def test_model_infer_valid_or_refused_with_the_right_code(server: ServerThread, 
     still_serving(server)
 
 
+@bounded(50)
+@given(cases=st.lists(infer_cases(), min_size=1, max_size=4))
+def test_model_stream_infer_answers_every_request_and_refuses_each_alone(server: ServerThread, kserve,
+                                                                         cases: list[Case]) -> None:
+    """Triton's stream: a bad request is answered with its error, the others are scored, the stream ends OK."""
+    for index, case in enumerate(cases):
+        case.request.id = f"r{index}"
+    code, answers = outcome(lambda: list(kserve.ModelStreamInfer(iter([c.request for c in cases]), timeout=TIMEOUT)))
+    assert code == OK, answers
+    assert len(answers) == len(cases)
+    errors = {a.error_message.split("'")[1]: a.error_message for a in answers if a.error_message}
+    scored = {a.infer_response.id for a in answers if not a.error_message}
+    assert scored == {f"r{i}" for i, c in enumerate(cases) if c.code == OK}
+    for index, case in enumerate(cases):
+        if case.code != OK:
+            assert case.needle in errors[f"r{index}"], errors
+    still_serving(server)
+
+
 names = st.sampled_from(["imdb-lstm", "", "IMDB-LSTM", "imdb-lstm\x00", "../imdb-lstm"]) | any_text
 versions = st.sampled_from(["", "1", "2", "0", "latest", "-1", "1\u0301"]) | any_text
 
@@ -329,6 +348,19 @@ def test_kserve_health_and_metadata_any_names(server: ServerThread, kserve, name
     assert code == (OK if served else NOT_FOUND)
     if served:
         assert [i.name for i in reply.inputs] == ["text"] and reply.versions == ["1"]
+    code, reply = outcome(lambda: kserve.ModelConfig(kpb.ModelConfigRequest(name=name, version=version),
+                                                     timeout=TIMEOUT))
+    assert code == (OK if served else NOT_FOUND)
+    if served:
+        assert reply.config.name == "imdb-lstm" and [i.name for i in reply.config.input] == ["text"]
+    code, reply = outcome(lambda: kserve.ModelStatistics(kpb.ModelStatisticsRequest(name=name, version=version),
+                                                         timeout=TIMEOUT))
+    everything = name == "" and version == ""
+    assert code == (OK if served or everything else INVALID if name == "" else NOT_FOUND)
+    if code == OK:
+        assert [(m.name, m.version) for m in reply.model_stats] == [("imdb-lstm", "1")]
+    assert [m.state for m in kserve.RepositoryIndex(kpb.RepositoryIndexRequest(repository_name=name),
+                                                    timeout=TIMEOUT).models] == ["READY"]
     still_serving(server)
 
 
@@ -344,6 +376,10 @@ METHODS = {
     "/inference.GRPCInferenceService/ServerMetadata": "unary",
     "/inference.GRPCInferenceService/ModelMetadata": "unary",
     "/inference.GRPCInferenceService/ModelInfer": "unary",
+    "/inference.GRPCInferenceService/ModelStreamInfer": "stream",
+    "/inference.GRPCInferenceService/ModelConfig": "unary",
+    "/inference.GRPCInferenceService/ModelStatistics": "unary",
+    "/inference.GRPCInferenceService/RepositoryIndex": "unary",
 }
 # Invalid UTF-8 inside a string field (the only way to send what a lone surrogate would be):
 # field 1 (length-delimited) of the sentiment and KServe requests is a string in each.
