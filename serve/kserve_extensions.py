@@ -65,7 +65,10 @@ def model_statistics(name: str, version: int, totals: StatisticsSnapshot) -> pb.
 
 def repository_index(repository: Path, served_name: str, served_version: int | None, ready_only: bool
                      ) -> list[pb.RepositoryIndexResponse.ModelIndex]:
-    """Every model version folder in ``repository``: READY for the served one, UNAVAILABLE for the rest."""
+    """Every model version folder in ``repository``: READY for the served one, UNAVAILABLE for the rest.
+
+    ``served_version`` None: nothing is served yet (loading) or any more (shutting down).
+    """
     index = pb.RepositoryIndexResponse.ModelIndex
     entries = []
     for model_dir in sorted(p for p in repository.iterdir() if p.is_dir()) if repository.is_dir() else []:
@@ -77,7 +80,7 @@ def repository_index(repository: Path, served_name: str, served_version: int | N
             if model_dir.name == served_name and version == served_version:
                 entries.append(index(name=model_dir.name, version=str(version), state="READY"))
             elif not ready_only:
-                entries.append(index(name=model_dir.name, version=str(version), state="UNAVAILABLE",
-                                     reason=f"not served: this server serves {served_name!r} version "
-                                            f"{served_version}"))
+                reason = ("not served: the server is loading its model or shutting down" if served_version is None
+                          else f"not served: this server serves {served_name!r} version {served_version}")
+                entries.append(index(name=model_dir.name, version=str(version), state="UNAVAILABLE", reason=reason))
     return entries

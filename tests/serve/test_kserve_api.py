@@ -19,7 +19,7 @@ from protos.inference import model_config_pb2 as config_pb
 from serve.kserve_codec import decode_bytes_tensor, encode_bytes_tensor
 from serve.server import KSERVE_SERVICE
 from tests.conftest import REPO_ROOT
-from tests.serve.conftest import REVIEWS, ServerThread
+from tests.serve.conftest import REVIEWS, ServerThread, make_settings
 
 TIMEOUT = 10.0
 
@@ -290,3 +290,21 @@ def test_stream_infer_answers_each_request_and_survives_bad_ones(server: ServerT
                                reference(REVIEWS[:2]), atol=1e-6, rtol=0)
     np.testing.assert_allclose(np.frombuffer(replies["c"].raw_output_contents[0], dtype="<f4"),
                                reference(REVIEWS[3:4]), atol=1e-6, rtol=0)
+
+
+def test_before_the_model_is_loaded_extensions_say_so(repository) -> None:
+    running = ServerThread(make_settings(repository), load=False)
+    try:
+        api = stub(running)
+        for call, request in ((api.ModelConfig, pb.ModelConfigRequest(name="imdb-lstm")),
+                              (api.ModelStatistics, pb.ModelStatisticsRequest())):
+            with pytest.raises(grpc.RpcError) as info:
+                call(request, timeout=TIMEOUT)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "loading" in info.value.details()
+        index = api.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=TIMEOUT).models
+        assert [(m.version, m.state) for m in index] == [("1", "UNAVAILABLE")] and "loading" in index[0].reason
+        running.load()
+        assert [m.state for m in api.RepositoryIndex(pb.RepositoryIndexRequest(), timeout=TIMEOUT).models] == ["READY"]
+        assert api.ModelStatistics(pb.ModelStatisticsRequest(), timeout=TIMEOUT).model_stats[0].inference_count == 0
+    finally:
+        running.close()

@@ -60,3 +60,6 @@ def test_repository_index_lists_every_version_and_marks_the_served_one(tmp_path:
     assert [(e.name, e.version) for e in repository_index(tmp_path, "imdb-lstm", 2, ready_only=True)] == [
         ("imdb-lstm", "2")]
     assert repository_index(tmp_path / "missing", "imdb-lstm", None, ready_only=False) == []
+    loading = repository_index(tmp_path, "imdb-lstm", None, ready_only=False)
+    assert {e.state for e in loading} == {"UNAVAILABLE"} and "loading" in loading[0].reason
+    assert repository_index(tmp_path, "imdb-lstm", None, ready_only=True) == []
