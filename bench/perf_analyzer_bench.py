@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import DEFAULT_DATA, machine, write_results  # noqa: E402
+from bench.machine import machine, write_results  # noqa: E402
 
 PERF_ANALYZER = Path(sys.executable).parent / "perf_analyzer"
 
@@ -85,21 +85,16 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    from bench.serve_bench import load_texts, ort_in_process, start_server
+    from bench.serve_bench import add_server_options, load_texts, ort_in_process, start_server
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("IMDB_DATA", DEFAULT_DATA)))
-    parser.add_argument("--texts", type=int, default=2000, help="reviews sampled from the test split")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    add_server_options(parser)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=6.0, help="perf_analyzer's measurement window")
     parser.add_argument("--streaming", action="store_true", help="ModelStreamInfer instead of ModelInfer")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra flags for python -m serve")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # in-process figures tokenize as the server does
-    args.max_batch_size, args.max_queue_delay_ms = None, 0.0  # the server's defaults (start_server reads these)
     if not PERF_ANALYZER.exists():
         sys.exit(f"no perf_analyzer beside {sys.executable}: install the dev extra (tritonclient ships it)")
 

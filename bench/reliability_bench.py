@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.load import closed_loop, metric, percentiles_ms, rss_growth, summarize  # noqa: E402
-from bench.machine import DEFAULT_DATA, free_port, machine, write_results  # noqa: E402
-from bench.serve_bench import RssSampler, load_texts, rss_mb, start_server  # noqa: E402
+from bench.machine import free_port, machine, write_results  # noqa: E402
+from bench.serve_bench import RssSampler, add_server_options, load_texts, rss_mb, start_server  # noqa: E402
 
 RESTART_RETRY = {"attempts": 10, "initial_backoff_s": 0.2, "max_backoff_s": 2.0}  # RetryPolicy() defaults, recorded
 
@@ -44,7 +44,7 @@ RESTART_RETRY = {"attempts": 10, "initial_backoff_s": 0.2, "max_backoff_s": 2.0}
 def server_args(args: argparse.Namespace, *extra: str) -> argparse.Namespace:
     """The namespace serve_bench.start_server reads, with extra ``python -m serve`` flags."""
     return argparse.Namespace(model_repository=args.model_repository, threads=args.threads,
-                              max_batch_size=None, max_queue_delay_ms=0.0,
+                              max_batch_size=args.max_batch_size, max_queue_delay_ms=args.max_queue_delay_ms,
                               server_args=["--intra-op-threads", "1", *args.server_args, *extra])
 
 
@@ -208,10 +208,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("IMDB_DATA", DEFAULT_DATA)))
-    parser.add_argument("--texts", type=int, default=2000, help="reviews sampled from the test split")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="server workers")
+    add_server_options(parser)
     parser.add_argument("--clients", type=int, default=32, help="soak clients")
     parser.add_argument("--soak-seconds", type=float, default=60.0)
     parser.add_argument("--queue", type=int, default=16, help="overload server's --max-queue-size (texts)")
@@ -222,7 +219,6 @@ def main() -> None:
     parser.add_argument("--scenarios", nargs="+", default=["soak", "overload", "restart"],
                         choices=("soak", "overload", "restart"))
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra flags for python -m serve")
     args = parser.parse_args()
 
     texts = load_texts(args.data, args.texts, seed=0)

@@ -77,6 +77,18 @@ class RssSampler(threading.Thread):
             self.samples.append((time.monotonic(), rss_mb(self.pid)))
 
 
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """The flags :func:`start_server` reads and the review sample, for every benchmark that starts a server."""
+    parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
+    parser.add_argument("--data", type=Path, default=Path(os.environ.get("IMDB_DATA", DEFAULT_DATA)))
+    parser.add_argument("--texts", type=int, default=2000, help="reviews sampled from the test split")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="server --workers (and in-process threads where measured)")
+    parser.add_argument("--max-batch-size", type=int, default=None, help="server flag (default: the server's)")
+    parser.add_argument("--max-queue-delay-ms", type=float, default=0.0, help="server flag")
+    parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra flags for python -m serve")
+
+
 def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[subprocess.Popen, int, int, float]:
     """Start ``python -m serve`` (on ``port``, else a free one); returns the process, gRPC port, metrics port
     and seconds to SERVING."""
@@ -298,20 +310,14 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
+    add_server_options(parser)
     parser.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "best.pt")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("IMDB_DATA", DEFAULT_DATA)))
-    parser.add_argument("--texts", type=int, default=2000, help="reviews sampled from the test split")
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
-    parser.add_argument("--max-batch-size", type=int, default=None, help="server flag (default: the server's)")
-    parser.add_argument("--max-queue-delay-ms", type=float, default=0.0)
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per load row")
     parser.add_argument("--warmup-s", type=float, default=1.5)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--per-request", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch rows")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra flags for python -m serve")
     args = parser.parse_args()
     # The in-process figures tokenize as the server does (python -m serve turns the tokenizer's
     # thread pool off), which is also the faster setting in-process on this machine.

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 import sys
 import time
@@ -30,8 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import DEFAULT_DATA  # noqa: E402
-from bench.serve_bench import cpu_seconds, drive, load_texts, start_server  # noqa: E402
+from bench.serve_bench import add_server_options, cpu_seconds, drive, load_texts, start_server  # noqa: E402
 
 
 def scrape(metrics_port: int) -> dict[str, float]:
@@ -77,18 +75,13 @@ async def load_row(args: argparse.Namespace, port: int, texts: list[str]) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-repository", type=Path, default=ROOT / "models")
-    parser.add_argument("--data", type=Path, default=Path(os.environ.get("IMDB_DATA", DEFAULT_DATA)))
-    parser.add_argument("--texts", type=int, default=2000)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="server --workers")
+    add_server_options(parser)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--per-request", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--warmup-s", type=float, default=1.5)
     parser.add_argument("--bulk-texts", type=int, default=0, help="one extra client's PredictBatch size (0: none)")
-    parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[], help="extra flags for python -m serve")
     args = parser.parse_args()
-    args.max_batch_size, args.max_queue_delay_ms = None, 0.0  # the server's defaults unless --server-args says
 
     texts = load_texts(args.data, args.texts, seed=0)
     proc, port, metrics_port, _ = start_server(args)
