@@ -44,11 +44,6 @@ def _duration(value: Duration) -> pb.StatisticDuration:
 
 def model_statistics(name: str, version: int, totals: StatisticsSnapshot) -> pb.ModelStatistics:
     """The served version's totals as Triton reports them."""
-    batch = pb.InferBatchStatistics
-
-    def per_batch(count: int, ns: int) -> pb.StatisticDuration:
-        return pb.StatisticDuration(count=count, ns=ns)
-
     return pb.ModelStatistics(
         name=name, version=str(version), last_inference=totals.last_inference_ms,
         inference_count=totals.inference_count, execution_count=totals.execution_count,
@@ -57,9 +52,10 @@ def model_statistics(name: str, version: int, totals: StatisticsSnapshot) -> pb.
                                            compute_input=_duration(totals.compute_input),
                                            compute_infer=_duration(totals.compute_infer),
                                            compute_output=_duration(totals.compute_output)),
-        batch_stats=[batch(batch_size=size, compute_input=per_batch(t.count, t.input_ns),
-                           compute_infer=per_batch(t.count, t.infer_ns),
-                           compute_output=per_batch(t.count, t.output_ns))
+        batch_stats=[pb.InferBatchStatistics(batch_size=size,
+                                             compute_input=pb.StatisticDuration(count=t.count, ns=t.input_ns),
+                                             compute_infer=pb.StatisticDuration(count=t.count, ns=t.infer_ns),
+                                             compute_output=pb.StatisticDuration(count=t.count, ns=t.output_ns))
                      for size, t in totals.batches.items()])
 
 
