@@ -59,12 +59,14 @@ def model_statistics(name: str, version: int, totals: StatisticsSnapshot) -> pb.
                      for size, t in totals.batches.items()])
 
 
-def repository_index(repository: Path, served_name: str, served_version: int | None, ready_only: bool
+def repository_index(repository: Path, served: tuple[str, int] | None, ready_only: bool
                      ) -> list[pb.RepositoryIndexResponse.ModelIndex]:
-    """Every model version folder in ``repository``: READY for the served one, UNAVAILABLE for the rest.
+    """Every model version folder in ``repository``: READY for the ``served`` (name, version), UNAVAILABLE for the rest.
 
-    ``served_version`` None: nothing is served yet (loading) or any more (shutting down).
+    ``served`` None: nothing is served yet (loading) or any more (shutting down).
     """
+    reason = ("not served: the server is loading its model or shutting down" if served is None
+              else f"not served: this server serves {served[0]!r} version {served[1]}")
     index = pb.RepositoryIndexResponse.ModelIndex
     entries = []
     for model_dir in sorted(p for p in repository.iterdir() if p.is_dir()) if repository.is_dir() else []:
@@ -73,10 +75,8 @@ def repository_index(repository: Path, served_name: str, served_version: int | N
         except RepositoryError:  # not a model folder (a bad name): nothing to report
             continue
         for version in versions:
-            if model_dir.name == served_name and version == served_version:
+            if (model_dir.name, version) == served:
                 entries.append(index(name=model_dir.name, version=str(version), state="READY"))
             elif not ready_only:
-                reason = ("not served: the server is loading its model or shutting down" if served_version is None
-                          else f"not served: this server serves {served_name!r} version {served_version}")
                 entries.append(index(name=model_dir.name, version=str(version), state="UNAVAILABLE", reason=reason))
     return entries

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from importlib import metadata
-from pathlib import Path
 
 import grpc
 
@@ -103,10 +102,9 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
                               ) -> pb.RepositoryIndexResponse:
-        served = self._core.model if self._core.ready else None
+        model = self._core.model if self._core.ready else None
         return pb.RepositoryIndexResponse(models=extensions.repository_index(
-            Path(self._core.settings.model_repository), served.name if served else self._core.settings.model,
-            served.version if served else None, request.ready))
+            self._core.settings.model_repository, (model.name, model.version) if model else None, request.ready))
 
     async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
         if not request.model_name:

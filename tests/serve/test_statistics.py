@@ -53,13 +53,13 @@ def test_repository_index_lists_every_version_and_marks_the_served_one(tmp_path:
     for folder in ("imdb-lstm/1", "imdb-lstm/2", "imdb-lstm/notes", "other/4", ".hidden/1"):
         (tmp_path / folder).mkdir(parents=True)
     (tmp_path / "README.md").write_text("not a model")
-    entries = [(e.name, e.version, e.state) for e in repository_index(tmp_path, "imdb-lstm", 2, ready_only=False)]
+    entries = [(e.name, e.version, e.state) for e in repository_index(tmp_path, ("imdb-lstm", 2), ready_only=False)]
     assert entries == [("imdb-lstm", "1", "UNAVAILABLE"), ("imdb-lstm", "2", "READY"), ("other", "4", "UNAVAILABLE")]
-    reasons = {e.reason for e in repository_index(tmp_path, "imdb-lstm", 2, ready_only=False) if e.state != "READY"}
+    reasons = {e.reason for e in repository_index(tmp_path, ("imdb-lstm", 2), ready_only=False) if e.state != "READY"}
     assert reasons == {"not served: this server serves 'imdb-lstm' version 2"}
-    assert [(e.name, e.version) for e in repository_index(tmp_path, "imdb-lstm", 2, ready_only=True)] == [
+    assert [(e.name, e.version) for e in repository_index(tmp_path, ("imdb-lstm", 2), ready_only=True)] == [
         ("imdb-lstm", "2")]
-    assert repository_index(tmp_path / "missing", "imdb-lstm", None, ready_only=False) == []
-    loading = repository_index(tmp_path, "imdb-lstm", None, ready_only=False)
+    assert repository_index(tmp_path / "missing", None, ready_only=False) == []
+    loading = repository_index(tmp_path, None, ready_only=False)
     assert {e.state for e in loading} == {"UNAVAILABLE"} and "loading" in loading[0].reason
-    assert repository_index(tmp_path, "imdb-lstm", None, ready_only=True) == []
+    assert repository_index(tmp_path, None, ready_only=True) == []
