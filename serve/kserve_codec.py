@@ -4,6 +4,13 @@ The served signature: input ``text`` BYTES [N]; outputs ``probability`` FP32 [N]
 ``label`` BYTES [N]. BYTES tensors travel either as ``contents.bytes_contents`` (one entry
 per element) or in ``raw_input_contents``, where each element is a 4-byte little-endian
 length followed by that many bytes. Every malformation is an :class:`InvalidInput`.
+
+Triton's clients also send *parameters*: per request ``timeout`` (honoured), ``priority``
+(one level here: accepted, no effect) and ``sequence_id`` / ``sequence_start`` /
+``sequence_end`` (refused: the model is stateless); per tensor ``shared_memory_*`` and, on
+outputs, ``classification`` (refused: extensions this server does not implement). A
+feature a client asked for is never dropped silently. Other keys are custom parameters,
+which KServe v2 lets a server ignore.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from serve.errors import InvalidInput
 INPUT = "text"
 OUTPUTS = {"probability": "FP32", "label": "BYTES"}
 _LENGTH = struct.Struct("<I")
+_SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
+_SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 _TYPED_FIELDS = ("bool_contents", "int_contents", "int64_contents", "uint_contents", "uint64_contents",
                  "fp32_contents", "fp64_contents", "bytes_contents")
 
@@ -61,12 +70,49 @@ def _utf8(items: Sequence[bytes]) -> list[str]:
     return texts
 
 
+def _parameter_value(parameters, key: str) -> bool | int | str | None:
+    """The value of ``parameters[key]``, whichever of the oneof's fields carries it (None: absent or unset)."""
+    parameter = parameters.get(key)  # not parameters[key]: that would insert the key into the request
+    kind = parameter.WhichOneof("parameter_choice") if parameter is not None else None
+    return getattr(parameter, kind) if kind else None
+
+
+def _refuse_shared_memory(parameters, tensor: str) -> None:
+    if any(key in parameters for key in _SHARED_MEMORY_PARAMETERS):
+        region = _parameter_value(parameters, "shared_memory_region")
+        raise InvalidInput(f"{tensor} names shared-memory region {region!r}: this server has no shared-memory "
+                           "extension; send the data in the request")
+
+
+def request_timeout_s(request: pb.ModelInferRequest) -> float | None:
+    """Seconds from Triton's ``timeout`` request parameter (microseconds; absent or 0: none).
+
+    Also refuses the sequence parameters: a stateless model cannot keep a sequence's state,
+    and answering as if it did would be wrong without saying so.
+    """
+    parameters = request.parameters
+    asked = {key: _parameter_value(parameters, key) for key in _SEQUENCE_PARAMETERS if key in parameters}
+    if any(asked.values()):
+        raise InvalidInput(f"request parameters {asked} ask for Triton's sequence batching; this model is "
+                           "stateless and scores each text on its own: send no sequence_id")
+    if "timeout" not in parameters:
+        return None
+    microseconds = _parameter_value(parameters, "timeout")
+    if parameters["timeout"].WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
+        raise InvalidInput(f"request parameter 'timeout' must be an integer number of microseconds, not "
+                           f"{microseconds!r}")
+    if microseconds < 0:
+        raise InvalidInput(f"request parameter 'timeout' is {microseconds} us; send 0 (none) or more")
+    return microseconds / 1e6 if microseconds else None
+
+
 def texts_from_request(request: pb.ModelInferRequest, max_texts: int) -> tuple[list[str], bool]:
     """The request's texts, and whether they came raw (then the answer goes raw too)."""
     if len(request.inputs) != 1 or request.inputs[0].name != INPUT:
         names = [tensor.name for tensor in request.inputs]
         raise InvalidInput(f"expected exactly one input named {INPUT!r} (BYTES, shape [N]); got {names}")
     tensor = request.inputs[0]
+    _refuse_shared_memory(tensor.parameters, f"input {INPUT!r}")
     if tensor.datatype != "BYTES":
         raise InvalidInput(f"input {INPUT!r} must have datatype BYTES, not {tensor.datatype!r}")
     if len(tensor.shape) != 1:
@@ -100,6 +146,12 @@ def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
         raise InvalidInput(f"unknown output(s) {unknown}; this model has {list(OUTPUTS)}")
     if len(set(names)) != len(names):
         raise InvalidInput(f"output names repeat: {names}")
+    for output in request.outputs:
+        _refuse_shared_memory(output.parameters, f"output {output.name!r}")
+        if "classification" in output.parameters:
+            raise InvalidInput(f"output {output.name!r} asks for classification (class_count="
+                               f"{_parameter_value(output.parameters, 'classification')}): this server has no "
+                               "classification extension; request the 'label' output for the class")
     return names
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from importlib import metadata
 
@@ -114,6 +115,9 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self._core.check_model(request.model_name, request.model_version)
         texts, raw = codec.texts_from_request(request, self._core.settings.max_texts_per_request)
         outputs = codec.requested_outputs(request)
+        timeout_s = codec.request_timeout_s(request)
+        if timeout_s is not None:  # Triton's server-side timeout: whichever ends first, it or the client's deadline
+            deadline = min(time.monotonic() + timeout_s, deadline or float("inf"))
         scored = await self._core.predict(texts, deadline, field=f"input {codec.INPUT!r}")
         return codec.build_response(request, scored.model.name, scored.model.version, outputs, scored.predictions,
                                     raw)

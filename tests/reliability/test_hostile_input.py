@@ -192,7 +192,8 @@ def infer_cases(draw: st.DrawFn) -> Case:
     defect = draw(st.sampled_from(
         ["none", "none", "truncate", "append", "overlong_prefix", "short_prefix", "count", "invalid_utf8",
          "blank", "too_long", "too_many", "name", "datatype", "rank", "extra_input", "no_input", "both",
-         "typed_wrong_field", "raw_entries", "output", "duplicate_output", "no_model", "model", "version"]))
+         "typed_wrong_field", "raw_entries", "output", "duplicate_output", "no_model", "model", "version",
+         "custom_parameter", "sequence", "timeout"]))
     if defect in ("truncate", "append", "overlong_prefix", "short_prefix") and not raw:
         defect = "none"  # raw-only defects
     buffer = request.raw_input_contents[0] if raw else b""
@@ -278,7 +279,31 @@ def infer_cases(draw: st.DrawFn) -> Case:
         request.model_version = draw(st.sampled_from(["0", "2", "01", "-1", "latest", "1 "]) | any_text.filter(
             lambda v: v not in ("", "1")))
         return Case(request, NOT_FOUND, "no version")
+    if defect == "custom_parameter":  # KServe v2 lets a server ignore parameters it does not know
+        key = draw(any_text.filter(lambda k: k not in TRITON_REQUEST_PARAMETERS))
+        value = draw(st.one_of(any_text, st.integers(-2**63, 2**63 - 1), st.booleans()))
+        parameter = request.parameters[key]
+        if isinstance(value, bool):
+            parameter.bool_param = value
+        elif isinstance(value, int):
+            parameter.int64_param = value
+        else:
+            parameter.string_param = value
+        return Case(request, OK, "")
+    if defect == "sequence":
+        request.parameters["sequence_id"].int64_param = draw(st.integers(1, 2**63 - 1))
+        return Case(request, INVALID, "stateless")
+    if defect == "timeout":
+        if draw(st.booleans()):
+            request.parameters["timeout"].int64_param = draw(st.integers(-2**63, -1))
+        else:
+            request.parameters["timeout"].string_param = draw(any_text)
+        return Case(request, INVALID, "request parameter 'timeout'")
     return Case(request, OK, "")
+
+
+# Request parameters tritonclient sets, which this server reads.
+TRITON_REQUEST_PARAMETERS = {"timeout", "priority", "sequence_id", "sequence_start", "sequence_end"}
 
 
 def _not_utf8(data: bytes) -> bool:

@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2
 from protos.inference import grpc_predict_v2_pb2 as pb
 from protos.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from protos.inference import model_config_pb2 as config_pb
-from serve.kserve_codec import decode_bytes_tensor, encode_bytes_tensor
+from serve.kserve_codec import decode_bytes_tensor, encode_bytes_tensor, request_timeout_s
 from serve.server import KSERVE_SERVICE
 from tests.conftest import REPO_ROOT
 from tests.serve.conftest import REVIEWS, ServerThread, make_settings
@@ -115,6 +115,12 @@ def test_tritonclient_works_unmodified(server: ServerThread, reference) -> None:
     np.testing.assert_allclose(result["probability"], reference(texts), atol=1e-6, rtol=0)
     assert result["label"] == ["positive" if p >= 0.5 else "negative" for p in result["probability"]]
     assert result["unknown_model"]["status"] == "StatusCode.NOT_FOUND"
+    calls = result["parameters"]
+    np.testing.assert_allclose(calls["timeout_ample"], reference(texts), atol=1e-6, rtol=0)
+    assert calls["timeout_expired"]["status"] == "StatusCode.DEADLINE_EXCEEDED"
+    assert calls["sequence"]["status"] == "StatusCode.INVALID_ARGUMENT" and "stateless" in calls["sequence"]["message"]
+    assert calls["classification"]["status"] == "StatusCode.INVALID_ARGUMENT"
+    assert "no classification extension" in calls["classification"]["message"]
     config = result["config"]
     assert (config["name"], config["platform"], config["backend"]) == ("imdb-lstm", "onnxruntime_onnx", "onnxruntime")
     assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [("text", "TYPE_STRING", ["-1"])]
@@ -203,6 +209,23 @@ def malformed() -> list[tuple[str, pb.ModelInferRequest, grpc.StatusCode, str]]:
     request = raw_request(good)
     request.outputs.add(name="logits")
     add("unknown-output", request, "unknown output")
+    request = raw_request(good)
+    request.parameters["timeout"].string_param = "5s"
+    add("timeout-not-an-integer", request, "integer number of microseconds")
+    request = raw_request(good)
+    request.parameters["timeout"].int64_param = -1
+    add("negative-timeout", request, "send 0 (none) or more")
+    request = raw_request(good)
+    request.parameters["sequence_id"].string_param = "user-7"
+    add("sequence-id", request, "this model is stateless")
+    request = pb.ModelInferRequest(model_name="imdb-lstm")
+    tensor = request.inputs.add(name="text", datatype="BYTES", shape=[1])
+    tensor.parameters["shared_memory_region"].string_param = "texts"
+    tensor.parameters["shared_memory_byte_size"].int64_param = 64
+    add("shared-memory-input", request, "no shared-memory extension")
+    request = raw_request(good)
+    request.outputs.add(name="label").parameters["shared_memory_region"].string_param = "labels"
+    add("shared-memory-output", request, "shared-memory region 'labels'")
     add("no-model-name", raw_request(good, model_name=""), "model_name is required")
     add("unknown-model", raw_request(good, model_name="other"), "unknown model 'other'", grpc.StatusCode.NOT_FOUND)
     add("unknown-version", raw_request(good, model_version="7"), "no version '7'", grpc.StatusCode.NOT_FOUND)
@@ -216,6 +239,16 @@ def test_malformed_requests_get_specific_codes_never_internal(server: ServerThre
         stub(server).ModelInfer(request_message, timeout=TIMEOUT)
     assert info.value.code() == code, info.value.details()
     assert needle in info.value.details()
+
+
+@pytest.mark.parametrize(("microseconds", "seconds"), [(None, None), (0, None), (2_500_000, 2.5)])
+def test_timeout_parameter_is_microseconds_and_zero_means_none(microseconds, seconds) -> None:
+    request = raw_request([b"fine"])
+    request.parameters["priority"].uint64_param = 3  # accepted, no effect
+    request.parameters["sequence_id"].int64_param = 0  # tritonclient's "no sequence"
+    if microseconds is not None:
+        request.parameters["timeout"].int64_param = microseconds
+    assert request_timeout_s(request) == seconds
 
 
 def test_health_and_metadata_rpcs(server: ServerThread) -> None:

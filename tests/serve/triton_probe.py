@@ -33,11 +33,29 @@ def main(address: str, texts: list[str]) -> dict:
         client.infer("no-such-model", [tensor])
     except triton.InferenceServerException as exc:
         out["unknown_model"] = {"status": exc.status(), "message": exc.message()}
+    out["parameters"] = parameters(client, tensor)
     out["config"] = client.get_model_config("imdb-lstm", as_json=True)["config"]
     out["statistics"] = client.get_inference_statistics("imdb-lstm", as_json=True)
     out["repository"] = client.get_model_repository_index(as_json=True)
     out["stream"] = stream(client, texts)
     client.close()
+    return out
+
+
+def parameters(client: triton.InferenceServerClient, tensor: triton.InferInput) -> dict:
+    """tritonclient's request parameters: each call's probabilities, or its error's status and message."""
+    calls = {
+        "timeout_ample": dict(timeout=30_000_000, priority=1),  # microseconds; one priority level here
+        "timeout_expired": dict(timeout=1),
+        "sequence": dict(sequence_id=7, sequence_start=True),
+        "classification": dict(outputs=[triton.InferRequestedOutput("probability", class_count=1)]),
+    }
+    out = {}
+    for name, options in calls.items():
+        try:
+            out[name] = client.infer("imdb-lstm", [tensor], **options).as_numpy("probability").astype(float).tolist()
+        except triton.InferenceServerException as exc:
+            out[name] = {"status": exc.status(), "message": exc.message()}
     return out
 
 
