@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from protos.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from protos.sentiment.v1 import admin_pb2, admin_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
@@ -26,6 +25,7 @@ from serve.edge import EdgeInterceptor
 from serve.errors import ConfigurationError
 from serve.kserve_servicer import KServeServicer
 from serve.metrics import Metrics
+from serve.reflection import enable_server_reflection
 from serve.reload import ModelReloader, RepositoryWatcher
 from serve.security import auth_interceptors, server_credentials
 from serve.sentiment_servicer import SentimentServicer
@@ -115,8 +115,7 @@ def create_server(settings: Settings) -> tuple[Server, int]:
     admin_pb2_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(core, reloader, settings), grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
-    reflection.enable_server_reflection(
-        (SENTIMENT_SERVICE, KSERVE_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE, reflection.SERVICE_NAME), grpc_server)
+    enable_server_reflection((SENTIMENT_SERVICE, KSERVE_SERVICE, ADMIN_SERVICE, HEALTH_SERVICE), grpc_server)
     address = f"{settings.host}:{settings.port}"
     try:
         port = (grpc_server.add_secure_port(address, credentials) if credentials is not None

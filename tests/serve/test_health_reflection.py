@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.protobuf import descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
@@ -60,9 +60,36 @@ def test_reflection_lists_every_service_and_serves_their_descriptors(server: Ser
     replies = list(stub.ServerReflectionInfo(iter(requests), timeout=TIMEOUT))
     services = {s.name for s in replies[0].list_services_response.service}
     assert services == {"sentiment.v1.SentimentService", "inference.GRPCInferenceService", "sentiment.v1.ModelAdmin",
-                        "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+                        "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                        "grpc.reflection.v1.ServerReflection"}
     assert replies[1].file_descriptor_response.file_descriptor_proto
     assert replies[2].file_descriptor_response.file_descriptor_proto
+
+
+def v1_request(field: int, value: str) -> bytes:
+    """A grpc.reflection.v1 ServerReflectionRequest encoded by hand: one string field (ours has no v1 classes)."""
+    data = value.encode()
+    assert len(data) < 128  # a one-byte length
+    return bytes([field << 3 | 2, len(data)]) + data
+
+
+def test_reflection_v1_answers_clients_that_speak_only_v1(server: ServerThread) -> None:
+    """Current grpcurl, grpcui and buf curl ask grpc.reflection.v1 first; some clients know nothing else."""
+    info = server.channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+    requests = [v1_request(7, ""), v1_request(4, "inference.GRPCInferenceService"),
+                v1_request(4, "grpc.reflection.v1.ServerReflection")]
+    # The v1 response has v1alpha's field numbers (the protocols differ only in package name).
+    replies = [reflection_pb2.ServerReflectionResponse.FromString(raw)
+               for raw in info(iter(requests), timeout=TIMEOUT)]
+    services = {s.name for s in replies[0].list_services_response.service}
+    assert {"inference.GRPCInferenceService", "grpc.reflection.v1.ServerReflection"} <= services
+    files = [[descriptor_pb2.FileDescriptorProto.FromString(raw) for raw in
+              reply.file_descriptor_response.file_descriptor_proto] for reply in replies[1:]]
+    assert "GRPCInferenceService" in [service.name for f in files[0] for service in f.service]
+    (v1,) = files[1]
+    method = v1.service[0].method[0]
+    assert (v1.package, method.name, method.input_type, method.client_streaming) == (
+        "grpc.reflection.v1", "ServerReflectionInfo", ".grpc.reflection.v1.ServerReflectionRequest", True)
 
 
 def test_a_client_with_only_reflection_calls_both_apis(server: ServerThread) -> None:
