@@ -77,28 +77,37 @@ def _parameter_value(parameters, key: str) -> bool | int | str | None:
     return getattr(parameter, kind) if kind else None
 
 
-def _refuse_shared_memory(parameters, tensor: str) -> None:
-    if any(key in parameters for key in _SHARED_MEMORY_PARAMETERS):
-        region = _parameter_value(parameters, "shared_memory_region")
-        raise InvalidInput(f"{tensor} names shared-memory region {region!r}: this server has no shared-memory "
-                           "extension; send the data in the request")
+def refuse_unsupported_parameters(request: pb.ModelInferRequest) -> None:
+    """Refuse the Triton parameters that ask for a feature this server lacks, rather than ignore them.
 
-
-def request_timeout_s(request: pb.ModelInferRequest) -> float | None:
-    """Seconds from Triton's ``timeout`` request parameter (microseconds; absent or 0: none).
-
-    Also refuses the sequence parameters: a stateless model cannot keep a sequence's state,
-    and answering as if it did would be wrong without saying so.
+    ``sequence_*``: a stateless model cannot keep a sequence's state. ``shared_memory_*`` on a
+    tensor and ``classification`` on an output: extensions not implemented here.
     """
-    parameters = request.parameters
-    asked = {key: _parameter_value(parameters, key) for key in _SEQUENCE_PARAMETERS if key in parameters}
+    asked = {key: _parameter_value(request.parameters, key) for key in _SEQUENCE_PARAMETERS
+             if key in request.parameters}
     if any(asked.values()):
         raise InvalidInput(f"request parameters {asked} ask for Triton's sequence batching; this model is "
                            "stateless and scores each text on its own: send no sequence_id")
-    if "timeout" not in parameters:
+    tensors = [(f"input {t.name!r}", t.parameters) for t in request.inputs]
+    tensors += [(f"output {t.name!r}", t.parameters) for t in request.outputs]
+    for tensor, parameters in tensors:
+        if any(key in parameters for key in _SHARED_MEMORY_PARAMETERS):
+            region = _parameter_value(parameters, "shared_memory_region")
+            raise InvalidInput(f"{tensor} names shared-memory region {region!r}: this server has no shared-memory "
+                               "extension; send the data in the request")
+    for output in request.outputs:
+        if "classification" in output.parameters:
+            raise InvalidInput(f"output {output.name!r} asks for classification (class_count="
+                               f"{_parameter_value(output.parameters, 'classification')}): this server has no "
+                               "classification extension; request the 'label' output for the class")
+
+
+def request_timeout_s(request: pb.ModelInferRequest) -> float | None:
+    """Seconds from Triton's ``timeout`` request parameter (microseconds; absent or 0: none)."""
+    if "timeout" not in request.parameters:
         return None
-    microseconds = _parameter_value(parameters, "timeout")
-    if parameters["timeout"].WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
+    microseconds = _parameter_value(request.parameters, "timeout")
+    if request.parameters["timeout"].WhichOneof("parameter_choice") not in ("int64_param", "uint64_param"):
         raise InvalidInput(f"request parameter 'timeout' must be an integer number of microseconds, not "
                            f"{microseconds!r}")
     if microseconds < 0:
@@ -112,7 +121,6 @@ def texts_from_request(request: pb.ModelInferRequest, max_texts: int) -> tuple[l
         names = [tensor.name for tensor in request.inputs]
         raise InvalidInput(f"expected exactly one input named {INPUT!r} (BYTES, shape [N]); got {names}")
     tensor = request.inputs[0]
-    _refuse_shared_memory(tensor.parameters, f"input {INPUT!r}")
     if tensor.datatype != "BYTES":
         raise InvalidInput(f"input {INPUT!r} must have datatype BYTES, not {tensor.datatype!r}")
     if len(tensor.shape) != 1:
@@ -146,12 +154,6 @@ def requested_outputs(request: pb.ModelInferRequest) -> list[str]:
         raise InvalidInput(f"unknown output(s) {unknown}; this model has {list(OUTPUTS)}")
     if len(set(names)) != len(names):
         raise InvalidInput(f"output names repeat: {names}")
-    for output in request.outputs:
-        _refuse_shared_memory(output.parameters, f"output {output.name!r}")
-        if "classification" in output.parameters:
-            raise InvalidInput(f"output {output.name!r} asks for classification (class_count="
-                               f"{_parameter_value(output.parameters, 'classification')}): this server has no "
-                               "classification extension; request the 'label' output for the class")
     return names
 
 

@@ -113,6 +113,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         # Checked and admitted with no await in between: a reload (which switches on this loop)
         # cannot slip between the version check and the request being bound to that version.
         self._core.check_model(request.model_name, request.model_version)
+        codec.refuse_unsupported_parameters(request)
         texts, raw = codec.texts_from_request(request, self._core.settings.max_texts_per_request)
         outputs = codec.requested_outputs(request)
         timeout_s = codec.request_timeout_s(request)
