@@ -187,6 +187,12 @@ def test_health_and_reflection_need_no_token(guarded: ServerThread, pki: Pki) ->
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT))
         services = {s.name for s in replies[0].list_services_response.service}
         assert "sentiment.v1.SentimentService" in services
+        # Reflection v1 (what current grpcurl asks first) is as open; same wire format as v1alpha.
+        v1 = channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                   request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                   response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+        replies = list(v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=TIMEOUT))
+        assert "sentiment.v1.SentimentService" in {s.name for s in replies[0].list_services_response.service}
 
 
 def test_tokens_stay_out_of_logs_and_metrics_and_refusals_are_counted(
