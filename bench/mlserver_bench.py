@@ -1,0 +1,257 @@
+"""Head to head with Seldon MLServer (not a test): same model, same texts, same load, same protocol.
+
+    python bench/mlserver_bench.py --mlserver-python /tmp/mlserver/bin/python [--seconds 6] [--rounds 2]
+
+MLServer is not a dependency of this project; install it in an environment of its own:
+
+    python3.11 -m venv /tmp/mlserver
+    /tmp/mlserver/bin/pip install mlserver==1.7.1 uvloop==0.21.0 onnxruntime==1.32.0 tokenizers==0.23.3 numpy==2.4.6
+
+(uvloop 0.22 and later make MLServer 1.7.1's inference worker processes exit at start:
+"There is no current event loop in thread 'MainThread'".)
+
+Both servers serve the shipped model over KServe v2 gRPC: ours (``python -m serve``, its
+defaults) and MLServer with ``bench/mlserver_runtime.py`` (the same tokenization and
+truncation, so both answer the same probabilities: checked before measuring) and its adaptive
+batching (``--mlserver-max-batch-size``, ``--mlserver-max-batch-time-ms``), its inference
+in ``--mlserver-workers`` worker processes of ``--mlserver-threads`` ONNX Runtime threads
+each. The same closed-loop grpc.aio load generator sends ``ModelInfer`` with one review per
+request (typed ``bytes_contents``, which both accept) at each ``--concurrency``. Servers run
+one at a time, ``--rounds`` times in alternating order; each row reports texts/s, p50/p99 and
+the CPU of the server's whole process tree. The in-process ONNX Runtime ceiling is measured
+in the same run (bench/serve_bench.py's), so both can be read as a share of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.machine import free_port, machine, write_results  # noqa: E402
+from bench.serve_bench import add_server_options, load_texts, ort_in_process, start_server  # noqa: E402
+from protos.inference import grpc_predict_v2_pb2 as pb  # noqa: E402
+from protos.inference import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
+
+MODEL = "imdb-lstm"
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by process ``root`` and all its live descendants."""
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
+def infer_request(texts: list[str]) -> pb.ModelInferRequest:
+    request = pb.ModelInferRequest(model_name=MODEL)
+    request.inputs.add(name="text", datatype="BYTES", shape=[len(texts)]).contents.bytes_contents.extend(
+        t.encode("utf-8") for t in texts)
+    return request
+
+
+def probabilities(reply: pb.ModelInferResponse) -> np.ndarray:
+    """``probability`` from a reply, typed or raw (MLServer and ours answer typed requests typed)."""
+    index = [o.name for o in reply.outputs].index("probability")
+    if reply.raw_output_contents:
+        return np.frombuffer(reply.raw_output_contents[index], dtype="<f4")
+    return np.array(reply.outputs[index].contents.fp32_contents, dtype=np.float32)
+
+
+def wait_ready(port: int, proc: subprocess.Popen, timeout_s: float) -> float:
+    """Seconds until ``ModelReady`` says yes on ``port``; raises if the process dies or time runs out."""
+    started = time.monotonic()
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        while time.monotonic() - started < timeout_s:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                if stub.ModelReady(pb.ModelReadyRequest(name=MODEL), timeout=1).ready:
+                    return time.monotonic() - started
+            except grpc.RpcError:
+                pass
+            time.sleep(0.05)
+    raise RuntimeError(f"model not ready after {timeout_s} s")
+
+
+def start_mlserver(args: argparse.Namespace, folder: Path) -> tuple[subprocess.Popen, int]:
+    """MLServer on free loopback ports, serving the shipped model through bench/mlserver_runtime.py."""
+    grpc_port = free_port()
+    settings = {"debug": False, "host": "127.0.0.1", "grpc_port": grpc_port, "http_port": free_port(),
+                "metrics_port": free_port(), "parallel_workers": args.mlserver_workers,
+                "grpc_max_message_length": 16 * 1024 * 1024}
+    version = max(int(p.name) for p in (args.model_repository / MODEL).iterdir() if p.name.isdigit())
+    model = {"name": MODEL, "implementation": "mlserver_runtime.SentimentRuntime",
+             "max_batch_size": args.mlserver_max_batch_size, "max_batch_time": args.mlserver_max_batch_time_ms / 1000,
+             "parameters": {"uri": str((args.model_repository / MODEL / str(version)).resolve()),
+                            "extra": {"intra_op_threads": args.mlserver_threads}}}
+    (folder / "settings.json").write_text(json.dumps(settings))
+    (folder / "model-settings.json").write_text(json.dumps(model))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "bench"), SENTIMENT_REPO_ROOT=str(ROOT),
+               TOKENIZERS_PARALLELISM="false", OMP_WAIT_POLICY="PASSIVE")
+    command = [str(Path(args.mlserver_python).parent / "mlserver"), "start", str(folder)]  # its console script
+    proc = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, grpc_port
+
+
+async def drive(port: int, texts: list[str], concurrency: int, seconds: float, warmup_s: float) -> dict[str, Any]:
+    """``concurrency`` closed-loop callers, one review per ModelInfer, for ``seconds`` after ``warmup_s``."""
+    latencies: list[float] = []
+    errors, measuring = 0, False
+    stop = asyncio.Event()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+
+        async def caller(index: int) -> None:
+            nonlocal errors
+            position = index * 997
+            while not stop.is_set():
+                request = infer_request([texts[position % len(texts)]])
+                position += concurrency
+                started = time.perf_counter()
+                try:
+                    await stub.ModelInfer(request, timeout=30)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                    continue
+                if measuring:
+                    latencies.append(time.perf_counter() - started)
+
+        tasks = [asyncio.create_task(caller(i)) for i in range(concurrency)]
+        await asyncio.sleep(warmup_s)
+        measuring, began = True, time.perf_counter()
+        await asyncio.sleep(seconds)
+        measuring, wall = False, time.perf_counter() - began
+        stop.set()
+        await asyncio.gather(*tasks)
+    lat = np.array(latencies) * 1000
+    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
+            "texts_per_s": len(latencies) / wall, "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99))}
+
+
+def measure_server(name: str, args: argparse.Namespace, texts: list[str], sample: list[str]) -> dict[str, Any]:
+    """Start server ``name`` ("ours" or "mlserver"), check its answers, drive every concurrency, stop it."""
+    with tempfile.TemporaryDirectory(prefix="mlserver-bench-") as folder:
+        started = time.monotonic()
+        if name == "ours":
+            proc, port, _, _ = start_server(args)
+        else:
+            proc, port = start_mlserver(args, Path(folder))
+        try:
+            wait_ready(port, proc, timeout_s=120)
+            ready_s = time.monotonic() - started
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(sample), timeout=60)
+            rows = []
+            for concurrency in args.concurrency:
+                cpu, began = tree_cpu_seconds(proc.pid), time.monotonic()
+                row = asyncio.run(drive(port, texts, concurrency, args.seconds, args.warmup_s))
+                row["server_cpus"] = (tree_cpu_seconds(proc.pid) - cpu) / (time.monotonic() - began)
+                rows.append(row)
+                print(f"{name} c={concurrency}: {row['texts_per_s']:.0f} texts/s, p50 {row['p50_ms']:.2f} ms",
+                      file=sys.stderr)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+    return {"ready_s": ready_s, "probabilities": probabilities(reply).tolist(), "rows": rows}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    ceiling = results["ceiling_texts_per_s"]
+    lines = [f"Machine: {results['machine']}; {results['texts']} IMDB test reviews, one per `ModelInfer`; "
+             f"{results['seconds']} s per row; {results['rounds']} round(s), median shown; in-process ceiling "
+             f"{ceiling:.0f} texts/s; MLServer {results['mlserver']}; `{results['command']}`", "",
+             "| concurrency | ours texts/s | p50 ms | p99 ms | vs ceiling | MLServer texts/s | p50 ms | p99 ms | "
+             "vs ceiling | ours / MLServer |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for ours, theirs in zip(results["median"]["ours"], results["median"]["mlserver"], strict=True):
+        lines.append(f"| {ours['concurrency']:.0f} | {ours['texts_per_s']:.0f} | {ours['p50_ms']:.2f} | "
+                     f"{ours['p99_ms']:.2f} | {ours['texts_per_s'] / ceiling:.2f}x | {theirs['texts_per_s']:.0f} | "
+                     f"{theirs['p50_ms']:.2f} | {theirs['p99_ms']:.2f} | {theirs['texts_per_s'] / ceiling:.2f}x | "
+                     f"{ours['texts_per_s'] / theirs['texts_per_s']:.2f}x |")
+    lines.append(f"\nSame answers: largest probability difference between the servers on {results['sample']} "
+                 f"reviews: {results['max_abs_diff']:.1e}. Model ready after start: ours "
+                 f"{results['ready_s']['ours']:.2f} s, MLServer {results['ready_s']['mlserver']:.2f} s.")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_server_options(parser)
+    parser.add_argument("--mlserver-python", required=True, help="a Python with mlserver, onnxruntime, tokenizers")
+    parser.add_argument("--mlserver-workers", type=int, default=1, help="MLServer parallel_workers")
+    parser.add_argument("--mlserver-threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="ONNX Runtime intra-op threads per MLServer worker")
+    parser.add_argument("--mlserver-max-batch-size", type=int, default=32)
+    parser.add_argument("--mlserver-max-batch-time-ms", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--warmup-s", type=float, default=1.5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--results-name", default="mlserver", help="results go to OUT/NAME.{json,md}")
+    args = parser.parse_args()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    texts = load_texts(args.data, args.texts, seed=0)
+    sample = texts[:16]
+    mlserver_version = subprocess.run([args.mlserver_python, "-c", "import mlserver; print(mlserver.__version__)"],
+                                      capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    ceiling = ort_in_process(argparse.Namespace(**{**vars(args), "seconds": 2.0}), texts)["ceiling_texts_per_s"]
+    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "mlserver": []}
+    for round_index in range(args.rounds):
+        for name in (("ours", "mlserver") if round_index % 2 == 0 else ("mlserver", "ours")):
+            runs[name].append(measure_server(name, args, texts, sample))
+    batching = (f"adaptive batching max_batch_size {args.mlserver_max_batch_size}, max_batch_time "
+                f"{args.mlserver_max_batch_time_ms} ms" if args.mlserver_max_batch_size > 1
+                else "adaptive batching off (max_batch_size 1)")
+    answers = {name: np.array(done[0]["probabilities"]) for name, done in runs.items()}
+    median = {name: [{key: statistics.median(run["rows"][i][key] for run in done) for key in done[0]["rows"][i]}
+                     for i in range(len(args.concurrency))] for name, done in runs.items()}
+    results = {"machine": machine(), "texts": len(texts), "seconds": args.seconds, "rounds": args.rounds,
+               "mlserver": f"{mlserver_version}, {args.mlserver_workers} worker(s) x {args.mlserver_threads} "
+                           f"thread(s), {batching}",
+               "command": "python " + " ".join(["bench/mlserver_bench.py", *sys.argv[1:]]),
+               "ceiling_texts_per_s": ceiling, "sample": len(sample),
+               "max_abs_diff": float(np.abs(answers["ours"] - answers["mlserver"]).max()),
+               "ready_s": {name: statistics.median(run["ready_s"] for run in done) for name, done in runs.items()},
+               "runs": runs, "median": median}
+    write_results(args.out, args.results_name, results, markdown(results))
+
+
+if __name__ == "__main__":
+    main()
