@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import free_port, machine, write_results  # noqa: E402
-from bench.serve_bench import add_server_options, load_texts, ort_in_process, start_server  # noqa: E402
+from bench.serve_bench import add_server_options, closed_loop, load_row, load_texts, ort_in_process, start_server  # noqa: E402
 from protos.inference import grpc_predict_v2_pb2 as pb  # noqa: E402
 from protos.inference import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -125,38 +125,15 @@ def start_mlserver(args: argparse.Namespace, folder: Path) -> tuple[subprocess.P
 
 async def drive(port: int, texts: list[str], concurrency: int, seconds: float, warmup_s: float) -> dict[str, Any]:
     """``concurrency`` closed-loop callers, one review per ModelInfer, for ``seconds`` after ``warmup_s``."""
-    latencies: list[float] = []
-    errors, measuring = 0, False
-    stop = asyncio.Event()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
 
-        async def caller(index: int) -> None:
-            nonlocal errors
-            position = index * 997
-            while not stop.is_set():
-                request = infer_request([texts[position % len(texts)]])
-                position += concurrency
-                started = time.perf_counter()
-                try:
-                    await stub.ModelInfer(request, timeout=30)
-                except grpc.aio.AioRpcError:
-                    errors += 1
-                    continue
-                if measuring:
-                    latencies.append(time.perf_counter() - started)
+        async def send(worker: int, call: int) -> None:
+            await stub.ModelInfer(infer_request([texts[(worker * 997 + call * concurrency) % len(texts)]]),
+                                  timeout=30)
 
-        tasks = [asyncio.create_task(caller(i)) for i in range(concurrency)]
-        await asyncio.sleep(warmup_s)
-        measuring, began = True, time.perf_counter()
-        await asyncio.sleep(seconds)
-        measuring, wall = False, time.perf_counter() - began
-        stop.set()
-        await asyncio.gather(*tasks)
-    lat = np.array(latencies) * 1000
-    return {"concurrency": concurrency, "requests": len(latencies), "errors": errors,
-            "texts_per_s": len(latencies) / wall, "p50_ms": float(np.percentile(lat, 50)),
-            "p99_ms": float(np.percentile(lat, 99))}
+        measured = await closed_loop(send, concurrency, seconds, warmup_s)
+    return {"concurrency": concurrency, **load_row(*measured, texts_per_request=1)}
 
 
 def measure_server(name: str, args: argparse.Namespace, texts: list[str], sample: list[str]) -> dict[str, Any]:

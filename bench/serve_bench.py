@@ -32,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,41 +123,34 @@ def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[sub
     return proc, port, metrics_port, cold
 
 
-async def drive(port: int, texts: list[str], concurrency: int, per_request: int, seconds: float,
-                warmup_s: float) -> dict[str, Any]:
-    """Closed-loop load: ``concurrency`` workers send requests back to back for ``seconds``."""
+async def closed_loop(send: Callable[[int, int], Awaitable[Any]], concurrency: int, seconds: float,
+                      warmup_s: float) -> tuple[list[float], int, float]:
+    """``concurrency`` workers await ``send(worker, call)`` back to back (``call`` counts that worker's calls).
+
+    Returns the latencies (s) of the calls that finished within the measured ``seconds``
+    after ``warmup_s``, the count of calls that failed with a gRPC error, and the measured wall time.
+    """
     import grpc
 
-    from protos.sentiment.v1 import sentiment_pb2 as pb
-    from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 1 << 26)])
-    stub = pb_grpc.SentimentServiceStub(channel)
     latencies: list[float] = []
-    counted_texts = 0
-    errors = 0
-    measuring = False
+    errors, measuring = 0, False
+    stop = asyncio.Event()
 
     async def worker(index: int) -> None:
-        nonlocal counted_texts, errors
-        position = index * 997
+        nonlocal errors
+        call = 0
         while not stop.is_set():
-            batch = [texts[(position + k) % len(texts)] for k in range(per_request)]
-            position += per_request * concurrency
             started = time.perf_counter()
             try:
-                if per_request == 1:
-                    await stub.Predict(pb.PredictRequest(text=batch[0]), timeout=30)
-                else:
-                    await stub.PredictBatch(pb.PredictBatchRequest(texts=batch), timeout=30)
+                await send(index, call)
             except grpc.aio.AioRpcError:
                 errors += 1
                 continue
+            finally:
+                call += 1
             if measuring:
                 latencies.append(time.perf_counter() - started)
-                counted_texts += per_request
 
-    stop = asyncio.Event()
     tasks = [asyncio.create_task(worker(i)) for i in range(concurrency)]
     await asyncio.sleep(warmup_s)
     measuring, began = True, time.perf_counter()
@@ -164,11 +158,38 @@ async def drive(port: int, texts: list[str], concurrency: int, per_request: int,
     measuring, wall = False, time.perf_counter() - began
     stop.set()
     await asyncio.gather(*tasks)
-    await channel.close()
+    return latencies, errors, wall
+
+
+def load_row(latencies: list[float], errors: int, wall: float, texts_per_request: int) -> dict[str, Any]:
+    """Requests, errors, texts/s and p50/p99 (ms) of one closed-loop row."""
     lat = np.array(latencies) * 1000
-    return {"concurrency": concurrency, "texts_per_request": per_request, "requests": len(latencies),
-            "errors": errors, "texts_per_s": counted_texts / wall,
+    return {"requests": len(latencies), "errors": errors, "texts_per_s": len(latencies) * texts_per_request / wall,
             "p50_ms": float(np.percentile(lat, 50)), "p99_ms": float(np.percentile(lat, 99))}
+
+
+async def drive(port: int, texts: list[str], concurrency: int, per_request: int, seconds: float,
+                warmup_s: float) -> dict[str, Any]:
+    """Closed-loop load: ``concurrency`` workers send Predict (or PredictBatch) back to back for ``seconds``."""
+    import grpc
+
+    from protos.sentiment.v1 import sentiment_pb2 as pb
+    from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 1 << 26)])
+    stub = pb_grpc.SentimentServiceStub(channel)
+
+    async def send(worker: int, call: int) -> None:
+        position = worker * 997 + call * per_request * concurrency
+        batch = [texts[(position + k) % len(texts)] for k in range(per_request)]
+        if per_request == 1:
+            await stub.Predict(pb.PredictRequest(text=batch[0]), timeout=30)
+        else:
+            await stub.PredictBatch(pb.PredictBatchRequest(texts=batch), timeout=30)
+
+    measured = await closed_loop(send, concurrency, seconds, warmup_s)
+    await channel.close()
+    return {"concurrency": concurrency, "texts_per_request": per_request, **load_row(*measured, per_request)}
 
 
 def ort_in_process(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]:
