@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import free_port, machine, write_results  # noqa: E402
-from bench.serve_bench import add_server_options, closed_loop, load_row, load_texts, ort_in_process, start_server  # noqa: E402
+from bench.serve_bench import add_server_options, load_row, load_texts, measure_calls, ort_in_process, start_server  # noqa: E402
 from protos.inference import grpc_predict_v2_pb2 as pb  # noqa: E402
 from protos.inference import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -132,7 +132,7 @@ async def drive(port: int, texts: list[str], concurrency: int, seconds: float, w
             await stub.ModelInfer(infer_request([texts[(worker * 997 + call * concurrency) % len(texts)]]),
                                   timeout=30)
 
-        measured = await closed_loop(send, concurrency, seconds, warmup_s)
+        measured = await measure_calls(send, concurrency, seconds, warmup_s)
     return {"concurrency": concurrency, **load_row(*measured, texts_per_request=1)}
 
 

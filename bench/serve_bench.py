@@ -123,7 +123,7 @@ def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[sub
     return proc, port, metrics_port, cold
 
 
-async def closed_loop(send: Callable[[int, int], Awaitable[Any]], concurrency: int, seconds: float,
+async def measure_calls(send: Callable[[int, int], Awaitable[Any]], concurrency: int, seconds: float,
                       warmup_s: float) -> tuple[list[float], int, float]:
     """``concurrency`` workers await ``send(worker, call)`` back to back (``call`` counts that worker's calls).
 
@@ -187,7 +187,7 @@ async def drive(port: int, texts: list[str], concurrency: int, per_request: int,
         else:
             await stub.PredictBatch(pb.PredictBatchRequest(texts=batch), timeout=30)
 
-    measured = await closed_loop(send, concurrency, seconds, warmup_s)
+    measured = await measure_calls(send, concurrency, seconds, warmup_s)
     await channel.close()
     return {"concurrency": concurrency, "texts_per_request": per_request, **load_row(*measured, per_request)}
 
