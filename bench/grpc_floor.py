@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import free_port, machine, write_results  # noqa: E402
-from bench.serve_bench import add_server_options, cpu_seconds, start_server  # noqa: E402
+from bench.serve_bench import add_server_options, cpu_seconds, measure_calls, start_server  # noqa: E402
 
 ECHO_SERVICE, ECHO_METHOD = "bench.Echo", "Call"
 SERVER_LIVE = "/inference.GRPCInferenceService/ServerLive"
@@ -80,31 +80,21 @@ def start_echo(kind: str, sync_threads: int) -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-async def drive(port: int, method: str, payload: bytes, concurrency: int, seconds: float) -> int:
-    """Calls completed by ``concurrency`` closed-loop callers in ``seconds`` (each call bounded by a deadline)."""
+async def measure(pid: int, port: int, method: str, payload: bytes, args: argparse.Namespace) -> dict[str, float]:
+    """One row: calls/s and CPU ms per call of the server ``pid`` and of this load generator."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.unary_unary(method)
-        stop, done = time.monotonic() + seconds, 0
 
-        async def caller() -> None:
-            nonlocal done
-            while time.monotonic() < stop:
-                await call(payload, timeout=10)
-                done += 1
+        async def send(worker: int, index: int) -> None:
+            await call(payload, timeout=10)
 
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return done
-
-
-def measure(pid: int, port: int, method: str, payload: bytes, args: argparse.Namespace) -> dict[str, float]:
-    """One row: calls/s and CPU ms per call of the server ``pid`` and of this load generator."""
-    asyncio.run(drive(port, method, payload, args.concurrency, 1.0))  # warm-up: connections, code paths
-    server_cpu, own_cpu, began = cpu_seconds(pid), time.process_time(), time.monotonic()
-    calls = asyncio.run(drive(port, method, payload, args.concurrency, args.seconds))
-    elapsed = time.monotonic() - began
-    return {"calls_per_s": calls / elapsed,
-            "server_cpu_ms_per_call": 1000 * (cpu_seconds(pid) - server_cpu) / calls,
-            "loadgen_cpu_ms_per_call": 1000 * (time.process_time() - own_cpu) / calls}
+        await measure_calls(send, args.concurrency, 1.0, 0.0)  # warm-up: connection, code paths
+        server_cpu, own_cpu = cpu_seconds(pid), time.process_time()
+        latencies, errors, elapsed = await measure_calls(send, args.concurrency, args.seconds, 0.0)
+        server_cpu, own_cpu = cpu_seconds(pid) - server_cpu, time.process_time() - own_cpu
+    calls = len(latencies)
+    return {"calls_per_s": calls / elapsed, "errors": errors,
+            "server_cpu_ms_per_call": 1000 * server_cpu / calls, "loadgen_cpu_ms_per_call": 1000 * own_cpu / calls}
 
 
 def run_row(kind: str, args: argparse.Namespace) -> dict[str, float]:
@@ -115,7 +105,7 @@ def run_row(kind: str, args: argparse.Namespace) -> dict[str, float]:
         proc, port = start_echo(kind, args.sync_threads)
         method, payload = f"/{ECHO_SERVICE}/{ECHO_METHOD}", b"x" * args.payload_bytes
     try:
-        return measure(proc.pid, port, method, payload, args)
+        return asyncio.run(measure(proc.pid, port, method, payload, args))
     finally:
         proc.terminate()
         proc.wait(30)
