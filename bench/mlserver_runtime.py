@@ -23,9 +23,9 @@ from mlserver.codecs import StringCodec
 from mlserver.types import InferenceRequest, InferenceResponse, ResponseOutput
 from tokenizers import Tokenizer
 
-sys.path.insert(0, os.environ["SENTIMENT_REPO_ROOT"])  # for serve.preprocessing (tokenizers + numpy only)
+sys.path.insert(0, os.environ["SENTIMENT_REPO_ROOT"])  # for runtime.preprocessing (tokenizers + numpy only)
 
-from serve.preprocessing import encode_texts, pad_batch  # noqa: E402
+from runtime.preprocessing import encode_texts, pad_batch  # noqa: E402
 
 
 class SentimentRuntime(MLModel):

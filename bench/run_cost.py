@@ -4,7 +4,7 @@
 
 Prints milliseconds per row for runs of 1..32 rows at several lengths (every row as long as
 the run: no padding), then what padding costs (a short and a long review in one run against
-each alone), then the :class:`~serve.grouping.RunCost` the server would fit at warm-up.
+each alone), then the :class:`~runtime.run_cost.RunCost` the server would fit at warm-up.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serve.repository import load_version  # noqa: E402
-from serve.runtime import load_runner  # noqa: E402
+from runtime.repository import load_version  # noqa: E402
+from runtime.session import load_runner  # noqa: E402
 from serve.settings import Settings  # noqa: E402
 
 ROWS = (1, 2, 4, 8, 12, 16, 32)

@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.machine import DEFAULT_DATA, free_port, machine, write_results  # noqa: E402
-from serve.preprocessing import encode_texts, pad_batch  # noqa: E402
+from runtime.preprocessing import encode_texts, pad_batch  # noqa: E402
 
 
 def load_texts(data: Path, count: int, seed: int) -> list[str]:
@@ -199,8 +199,8 @@ def ort_in_process(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]
     threads, or one single-threaded run per CPU in parallel, each over run sizes 4..64 of
     length-sorted texts.
     """
-    from serve.repository import load_version
-    from serve.runtime import load_runner
+    from runtime.repository import load_version
+    from runtime.session import load_runner
     from serve.settings import Settings
 
     model = load_version(args.model_repository, "imdb-lstm")
@@ -271,7 +271,7 @@ def torch_in_process(args: argparse.Namespace, texts: list[str]) -> dict[str, An
     """PyTorch eager with the training model (bench only: serving never imports torch)."""
     import torch
 
-    from serve.repository import load_version
+    from runtime.repository import load_version
     from train.batching import pad_batch as pad_batch_torch
     from train.checkpoint import load_checkpoint, restore_model
 

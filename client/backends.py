@@ -2,7 +2,7 @@
 
 Both take a list of texts and give back, in the same order, P(positive) as float32 and the
 label. The local backend tokenizes with the model's own ``tokenizer.json`` through
-:func:`serve.preprocessing.encode_texts`, exactly as the server does, so both give identical
+:func:`runtime.preprocessing.encode_texts`, exactly as the server does, so both give identical
 probabilities for identical input. ONNX Runtime is imported only when the local backend is
 built, so the gRPC-only client needs none of it.
 """
@@ -84,7 +84,7 @@ class LocalModel:
 
     def __init__(self, model_path: str | Path, threads: int = 1, batch_size: int = 64,
                  precision: str = "fp32") -> None:
-        from serve.repository import load_version, open_session
+        from runtime.repository import load_version, open_session
 
         repository, name, version = split_model_path(model_path)
         self.model = load_version(repository, name, version)
@@ -100,7 +100,7 @@ class LocalModel:
         Texts are sorted by token count and batched in that order, so each batch pads to
         nearly its own length; the model's output for a row does not depend on padding.
         """
-        from serve.preprocessing import encode_texts, pad_batch
+        from runtime.preprocessing import encode_texts, pad_batch
 
         model = self.model
         ids: list[np.ndarray] = []

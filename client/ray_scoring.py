@@ -130,7 +130,7 @@ class RayBackend:
 
     def __init__(self, model_path: str | Path, precision: str, actors: int, threads: int) -> None:
         from client.backends import split_model_path
-        from serve.repository import load_version
+        from runtime.repository import load_version
 
         repository, name, version = split_model_path(model_path)
         self.model = load_version(repository, name, version)  # fail early, in the driver, on a bad model

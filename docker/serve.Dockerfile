@@ -26,6 +26,7 @@ RUN ${PYTHON} -m venv /opt/venv \
     && find /opt/venv -depth -type d -name tests -path '*/site-packages/*/tests' -exec rm -rf {} + \
     && find /opt/venv -name '*.pyi' -delete
 COPY protos /app/protos
+COPY runtime /app/runtime
 COPY serve /app/serve
 COPY client /app/client
 COPY docker/healthcheck.py /app/healthcheck.py

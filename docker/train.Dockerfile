@@ -17,10 +17,10 @@ RUN ${PYTHON} -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse \
         -r /wheelhouse/requirements.txt \
     && /opt/venv/bin/pip uninstall --yes pip
-# export imports serve.repository (the one loader) and train.*; nothing else is needed.
+# export imports runtime (the one loader and writer) and train.*; nothing else is needed.
 COPY train /app/train
 COPY export /app/export
-COPY serve /app/serve
+COPY runtime /app/runtime
 COPY protos /app/protos
 COPY docker/train-entrypoint.sh /app/train-entrypoint.sh
 RUN /opt/venv/bin/python -m compileall -q /app

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from export.pipeline import ExportOptions, export_version
-    from serve.repository import RepositoryError
+    from runtime.repository import RepositoryError
 
     threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)

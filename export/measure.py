@@ -9,7 +9,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from serve.preprocessing import pad_batch
+from runtime.preprocessing import pad_batch
 from train.batching import pad_batch as pad_batch_torch
 from train.model import SentimentLSTM
 

@@ -18,9 +18,9 @@ from tqdm import tqdm
 from export import measure
 from export.onnx_export import OPSET, export_onnx
 from export.quantize import quantize_int8
-from export.repository_writer import next_version, publish, staging_dir
-from serve.preprocessing import encode_texts
-from serve.repository import PRECISION_FILES, TOKENIZER_FILE, load_version
+from runtime.preprocessing import encode_texts
+from runtime.repository import PRECISION_FILES, TOKENIZER_FILE, load_version
+from runtime.repository_writer import next_version, publish, staging_dir
 from train.checkpoint import load_checkpoint, restore_model
 from train.data import read_reviews, stratified_subset
 from train.tokenizer import UNK_TOKEN

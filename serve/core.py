@@ -25,12 +25,13 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
+from runtime.preprocessing import encode_texts, pad_batch
+from runtime.repository import ModelVersion, RepositoryError, load_version
+from runtime.run_cost import DEFAULT_RUN_COST, RunCost
+from runtime.session import ModelRunner, load_runner, thread_plan
 from serve.batcher import Batcher, BatchObserver
 from serve.errors import InvalidInput, ModelNotFound, ModelNotReady
-from serve.grouping import DEFAULT_RUN_COST, RunCost, length_groups
-from serve.preprocessing import encode_texts, pad_batch
-from serve.repository import ModelVersion, RepositoryError, load_version
-from serve.runtime import ModelRunner, load_runner, thread_plan
+from serve.grouping import length_groups
 from serve.settings import Settings
 from serve.statistics import InferenceStatistics
 
@@ -169,7 +170,7 @@ class InferenceCore:
     def open_version(self, version: int | None) -> LoadedModel:
         """Blocking (run it in a worker thread): verify, open, warm and probe ``version`` (None: the highest).
 
-        Raises :class:`~serve.repository.RepositoryError` or
+        Raises :class:`~runtime.repository.RepositoryError` or
         :class:`~serve.errors.ConfigurationError` naming what is wrong; nothing is served yet.
         """
         started = time.perf_counter()

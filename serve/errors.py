@@ -5,6 +5,9 @@ They know nothing about gRPC: :mod:`serve.edge` maps each to a status code, in o
 
 from __future__ import annotations
 
+# Defined beside the ONNX Runtime session, which raises it too; one class, so callers catch both.
+from runtime.errors import ConfigurationError as ConfigurationError
+
 
 class ServingError(Exception):
     """Base of every error a client can be told about (the message is shown to the client)."""
@@ -36,7 +39,3 @@ class ReloadRejected(ServingError):
 
 class AdminDisabled(ServingError):
     """Admin RPCs are off because the server has no token authentication configured (PERMISSION_DENIED)."""
-
-
-class ConfigurationError(Exception):
-    """The server cannot start as configured (bad flag, CUDA requested but unavailable, ...)."""

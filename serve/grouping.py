@@ -3,40 +3,15 @@
 A run pads every row to its longest one, and ONNX Runtime's LSTM computes padded steps like
 real ones, so mixing a short review with a long one wastes work. Running each text alone
 wastes more: a lone row costs about twice a row in a run of four (measured in
-docs/serving.md). :class:`RunCost` models a run's time from its shape, and
+docs/serving.md). :class:`~runtime.run_cost.RunCost` models a run's time from its shape, and
 :func:`length_groups` finds the split that minimises the total modelled time exactly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class RunCost:
-    """Modelled seconds of one model run of ``rows`` texts padded to ``length`` tokens.
-
-    ``per_run + length * (per_step + per_row_step * rows)``: a fixed call overhead, the
-    per-time-step work every run pays whatever its size (the recurrent weights are read each
-    step), and the per-row part of each step. On CPU the two step terms are of the same size,
-    so rows are worth merging even at some padding; on a GPU ``per_row_step`` is nearly
-    zero and whole batches run together.
-    """
-
-    per_run: float
-    per_step: float
-    per_row_step: float
-
-    def seconds(self, rows: int, length: int) -> float:
-        """Modelled time of one run of ``rows`` texts padded to ``length`` tokens."""
-        return self.per_run + length * (self.per_step + self.per_row_step * rows)
-
-
-# Measured on the shipped LSTM, one ONNX Runtime thread, 2-CPU x86-64 VM (serve.runtime
-# re-measures it at warm-up); used when warm-up is off.
-DEFAULT_RUN_COST = RunCost(per_run=40e-6, per_step=6e-6, per_row_step=6e-6)
+from runtime.run_cost import DEFAULT_RUN_COST, RunCost
 
 
 def length_groups(lengths: np.ndarray, max_rows: int, cost: RunCost = DEFAULT_RUN_COST) -> list[np.ndarray]:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from protos.inference import grpc_predict_v2_pb2 as pb
 from protos.inference import model_config_pb2 as config_pb
+from runtime.repository import RepositoryError, list_versions
 from serve import kserve_codec as codec
-from serve.repository import RepositoryError, list_versions
 from serve.statistics import Duration, StatisticsSnapshot
 
 EXTENSIONS = ("model_configuration", "statistics")

@@ -10,12 +10,12 @@ import grpc
 
 from protos.inference import grpc_predict_v2_pb2 as pb
 from protos.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+from runtime.session import thread_plan
 from serve import kserve_codec as codec
 from serve import kserve_extensions as extensions
 from serve.core import InferenceCore
 from serve.edge import deadline_of
 from serve.errors import InvalidInput, ServingError
-from serve.runtime import thread_plan
 from serve.streaming import answer_stream
 
 SERVER_NAME = "imdb-sentiment-edge"

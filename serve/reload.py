@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from runtime.repository import RepositoryError, list_versions, resolve_version
 from serve.core import InferenceCore
 from serve.errors import ModelNotFound, ReloadRejected
-from serve.repository import RepositoryError, list_versions, resolve_version
 from serve.settings import Settings
 
 log = logging.getLogger("serve.reload")

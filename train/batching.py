@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from serve.preprocessing import pad_batch as pad_numpy
+from runtime.preprocessing import pad_batch as pad_numpy
 
 
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, pool: int = 50) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 from torch import nn
 from tqdm import tqdm
 
-from serve.preprocessing import encode_texts
+from runtime.preprocessing import encode_texts
 from train.batching import length_grouped_batches, pad_batch, sorted_batches
 from train.checkpoint import load_checkpoint, model_payload, save_atomic
 from train.config import TrainConfig

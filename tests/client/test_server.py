@@ -168,7 +168,7 @@ def test_server_scoring_needs_no_onnxruntime(tmp_path: Path, server, reference) 
 
     texts = make_reviews(12, seed=8)
     source = write_rows(tmp_path / "in.jsonl", [{"review": t} for t in texts])
-    blocked = ("onnxruntime", "tokenizers", "ray", "torch", "serve")
+    blocked = ("onnxruntime", "tokenizers", "ray", "torch", "serve", "runtime")
     code = (f"import sys; sys.modules.update(dict.fromkeys({blocked!r})); "  # None: importing them fails
             "from client.__main__ import main; "
             f"sys.exit(main(['score', {str(source)!r}, '--output', {str(tmp_path / 'out.jsonl')!r}, "

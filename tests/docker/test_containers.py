@@ -263,8 +263,8 @@ def reviews() -> list[str]:
 @pytest.fixture(scope="module")
 def in_process(reviews) -> tuple[np.ndarray, list[str]]:
     """P(positive) and labels from ONNX Runtime in this process, on the repository the image baked in."""
-    from serve.preprocessing import encode_texts, pad_batch
-    from serve.repository import load_version, open_session
+    from runtime.preprocessing import encode_texts, pad_batch
+    from runtime.repository import load_version, open_session
 
     model = load_version(MODELS, MODEL_NAME)
     session = open_session(model, "fp32")
@@ -360,8 +360,8 @@ def predict_json(stack: Stack, texts: list[str]) -> list[dict]:
 
 
 def in_process_version(version_dir: Path, texts: list[str]) -> np.ndarray:
-    from serve.preprocessing import encode_texts, pad_batch
-    from serve.repository import load_version, open_session
+    from runtime.preprocessing import encode_texts, pad_batch
+    from runtime.repository import load_version, open_session
 
     model = load_version(version_dir.parent.parent, MODEL_NAME, int(version_dir.name))
     session = open_session(model, "fp32")

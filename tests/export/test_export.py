@@ -7,8 +7,8 @@ import pytest
 
 from export import measure
 from export.pipeline import ExportOptions, export_version
-from serve.preprocessing import encode_texts, pad_batch
-from serve.repository import load_version, open_session
+from runtime.preprocessing import encode_texts, pad_batch
+from runtime.repository import load_version, open_session
 from train.checkpoint import load_checkpoint, restore_model
 
 

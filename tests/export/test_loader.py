@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from serve.repository import RepositoryError, load_version, open_session
+from runtime.repository import RepositoryError, load_version, open_session
 
 
 @pytest.fixture()

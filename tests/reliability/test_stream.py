@@ -17,7 +17,7 @@ import pytest
 from bench.load import metric
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from serve.runtime import ModelRunner
+from runtime.session import ModelRunner
 from tests.fixtures.server_thread import ServerThread, make_settings
 from tests.reliability.conftest import TIMEOUT, metrics_url, wait_until
 

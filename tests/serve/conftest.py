@@ -13,8 +13,8 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from serve.preprocessing import encode_texts, pad_batch
-from serve.repository import load_version, open_session
+from runtime.preprocessing import encode_texts, pad_batch
+from runtime.repository import load_version, open_session
 from tests.fixtures.server_thread import ServerThread, make_settings
 from tests.fixtures.tiny_repository import build_tiny_repository
 

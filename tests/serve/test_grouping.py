@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve.grouping import DEFAULT_RUN_COST, RunCost, length_groups
-from serve.repository import load_version
-from serve.runtime import load_runner
+from runtime.repository import load_version
+from runtime.run_cost import DEFAULT_RUN_COST, RunCost
+from runtime.session import load_runner
+from serve.grouping import length_groups
 from serve.settings import Settings
 from tests.fixtures.tiny_repository import NAME, build_tiny_repository
 

@@ -31,8 +31,8 @@ from protos.inference import grpc_predict_v2_pb2 as kserve_pb
 from protos.inference import grpc_predict_v2_pb2_grpc as kserve_grpc
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+from runtime.repository import RepositoryError, load_version, open_session
 from serve.errors import ConfigurationError
-from serve.repository import RepositoryError, load_version, open_session
 from serve.security import TokenChecker, read_tokens
 from serve.server import create_server
 from serve.settings import Settings, load_settings
@@ -332,7 +332,8 @@ def test_serving_code_never_unpickles() -> None:
     """No module on the serving path imports a pickle-based loader or calls numpy.load."""
     banned_imports = {"pickle", "_pickle", "cloudpickle", "dill", "joblib", "shelve", "marshal", "torch"}
     offenders = []
-    for path in [*(REPO_ROOT / "serve").glob("*.py"), REPO_ROOT / "client" / "backends.py"]:
+    for path in [*(REPO_ROOT / "serve").rglob("*.py"), *(REPO_ROOT / "runtime").rglob("*.py"),
+                 REPO_ROOT / "client" / "backends.py"]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []

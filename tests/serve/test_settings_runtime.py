@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.errors import ConfigurationError
-from serve.runtime import (
+from runtime.session import (
     cgroup_cpu_limit,
     providers_for,
     session_options,
@@ -17,6 +16,7 @@ from serve.runtime import (
     usable_cpus,
     warmup_lengths,
 )
+from serve.errors import ConfigurationError
 from serve.settings import Settings, load_settings
 
 

@@ -10,9 +10,9 @@ from protos.inference import grpc_predict_v2_pb2 as kpb
 from protos.inference import grpc_predict_v2_pb2_grpc as kpb_grpc
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+from runtime.preprocessing import encode_texts, pad_batch
+from runtime.repository import list_versions, load_version, open_session
 from serve.kserve_codec import encode_bytes_tensor
-from serve.preprocessing import encode_texts, pad_batch
-from serve.repository import list_versions, load_version, open_session
 from tests.conftest import REPO_ROOT
 from tests.serve.conftest import ServerThread, make_settings
 

@@ -1,7 +1,7 @@
 import torch
 from tokenizers import Tokenizer
 
-from serve.preprocessing import encode_texts, truncate_head_tail
+from runtime.preprocessing import encode_texts, truncate_head_tail
 from tests.conftest import NEGATIVE, POSITIVE
 from train.data import read_reviews, stratified_subset
 from train.model import ModelConfig, SentimentLSTM

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from serve.repository import CONFIG_FILE, METADATA_FILE, check_name, list_versions, sha256_of
+from runtime.repository import CONFIG_FILE, METADATA_FILE, check_name, list_versions, sha256_of
 
 FORMAT = "imdb-lstm-repository/1"
 SIGNATURE_INPUTS = [

@@ -1,7 +1,7 @@
 """The ONNX Runtime session: providers, threads, memory behaviour and warm-up.
 
 Nothing here knows about requests or gRPC: :class:`ModelRunner` turns padded id arrays into
-probabilities, and is built from a verified :class:`~serve.repository.ModelVersion`.
+probabilities, and is built from a verified :class:`~runtime.repository.ModelVersion`.
 """
 
 from __future__ import annotations
@@ -12,18 +12,40 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
 
-from serve.errors import ConfigurationError
-from serve.grouping import DEFAULT_RUN_COST, RunCost
-from serve.repository import ModelVersion, open_session
-from serve.settings import Settings
+from runtime.errors import ConfigurationError
+from runtime.repository import ModelVersion, open_session
+from runtime.run_cost import DEFAULT_RUN_COST, RunCost
 
+# The server configures the "serve" logger tree: its CUDA fallback warning is a server log line.
 log = logging.getLogger("serve.runtime")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 WARMUP_BATCH, WARMUP_BATCH_LENGTH = 8, 64
+
+
+class Settings(Protocol):
+    """What the session reads of its caller's settings (the server's ``Settings`` has these fields)."""
+
+    @property
+    def device(self) -> str: ...  # "cpu" or "cuda"
+    @property
+    def allow_cpu_fallback(self) -> bool: ...
+    @property
+    def precision(self) -> str: ...  # "fp32" or "int8"
+    @property
+    def workers(self) -> int: ...  # parallel model runs (0: from the usable CPUs)
+    @property
+    def intra_op_threads(self) -> int: ...  # 0: from the usable CPUs
+    @property
+    def inter_op_threads(self) -> int: ...
+    @property
+    def allow_spinning(self) -> bool: ...
+    @property
+    def cpu_arena(self) -> bool: ...
 
 
 def cgroup_cpu_limit(root: Path = CGROUP_ROOT, self_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
@@ -136,7 +158,7 @@ class ModelRunner:
         return time.perf_counter() - started
 
     def measure_run_cost(self, rows: int, repeats: int = 3) -> RunCost:
-        """Fit a :class:`~serve.grouping.RunCost` to runs of 1 and ``rows`` rows at two lengths (best of ``repeats``).
+        """Fit a :class:`~runtime.run_cost.RunCost` to runs of 1 and ``rows`` rows at two lengths (best of ``repeats``).
 
         About 30 ms for the shipped LSTM on CPU. A fit that comes out unusable (a noisy
         machine, rows == 1) falls back to the built-in figures, clipped terms to zero.
