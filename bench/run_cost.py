@@ -1,4 +1,4 @@
-"""What one ONNX Runtime run costs by shape (not a test): the facts behind serve/grouping.py.
+"""What one ONNX Runtime run costs by shape (not a test): the facts behind serve/engine/grouping.py.
 
     python bench/run_cost.py [--model-repository models] [--threads 1]
 
@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from runtime.repository import load_version  # noqa: E402
 from runtime.session import load_runner  # noqa: E402
-from serve.settings import Settings  # noqa: E402
+from serve.ops.settings import Settings  # noqa: E402
 
 ROWS = (1, 2, 4, 8, 12, 16, 32)
 

@@ -201,7 +201,7 @@ def ort_in_process(args: argparse.Namespace, texts: list[str]) -> dict[str, Any]
     """
     from runtime.repository import load_version
     from runtime.session import load_runner
-    from serve.settings import Settings
+    from serve.ops.settings import Settings
 
     model = load_version(args.model_repository, "imdb-lstm")
     tokenizer = model.load_tokenizer()

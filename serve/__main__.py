@@ -6,9 +6,9 @@ import asyncio
 import os
 import sys
 
-from serve.errors import ConfigurationError
-from serve.logs import configure_logging
-from serve.settings import load_settings
+from serve.ops.errors import ConfigurationError
+from serve.ops.logs import configure_logging
+from serve.ops.settings import load_settings
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,17 +19,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from protos.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from protos.sentiment.v1 import admin_pb2, admin_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
-from serve.admin_servicer import ModelAdminServicer
-from serve.core import InferenceCore
-from serve.edge import EdgeInterceptor
-from serve.errors import ConfigurationError
-from serve.kserve_servicer import KServeServicer
-from serve.metrics import Metrics
-from serve.reflection import enable_server_reflection
-from serve.reload import ModelReloader, RepositoryWatcher
-from serve.security import auth_interceptors, server_credentials
-from serve.sentiment_servicer import SentimentServicer
-from serve.settings import Settings
+from serve.engine.core import InferenceCore
+from serve.grpc.admin_servicer import ModelAdminServicer
+from serve.grpc.kserve_servicer import KServeServicer
+from serve.grpc.reflection import enable_server_reflection
+from serve.grpc.sentiment_servicer import SentimentServicer
+from serve.lifecycle.reload import ModelReloader, RepositoryWatcher
+from serve.ops.edge import EdgeInterceptor
+from serve.ops.errors import ConfigurationError
+from serve.ops.metrics import Metrics
+from serve.ops.security import auth_interceptors, server_credentials
+from serve.ops.settings import Settings
 
 log = logging.getLogger("serve.server")
 SENTIMENT_SERVICE = sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"].full_name

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from serve.settings import ENV_PREFIX, Settings
+from serve.ops.settings import ENV_PREFIX, Settings
 from tests.docker.conftest import COMPOSE_FILES, DOCKER_DIR, DOCKERFILES, REPO_ROOT
 
 SETTING_VARIABLES = {ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}

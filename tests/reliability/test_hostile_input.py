@@ -21,8 +21,8 @@ from protos.inference import grpc_predict_v2_pb2 as kpb
 from protos.inference import grpc_predict_v2_pb2_grpc as kpb_grpc
 from protos.sentiment.v1 import sentiment_pb2 as spb
 from protos.sentiment.v1 import sentiment_pb2_grpc as spb_grpc
-from serve.kserve_codec import decode_bytes_tensor, encode_bytes_tensor
-from serve.settings import Settings
+from serve.grpc.kserve_codec import decode_bytes_tensor, encode_bytes_tensor
+from serve.ops.settings import Settings
 from tests.fixtures.server_thread import ServerThread
 from tests.reliability.conftest import TIMEOUT, health_status
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from serve.batcher import Batcher
-from serve.errors import DeadlineExpired, ModelNotReady, Overloaded
+from serve.engine.batcher import Batcher
+from serve.ops.errors import DeadlineExpired, ModelNotReady, Overloaded
 
 WAIT = 10.0  # upper bound for any single wait; nothing here should come close
 

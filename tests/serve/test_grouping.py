@@ -12,8 +12,8 @@ import pytest
 from runtime.repository import load_version
 from runtime.run_cost import DEFAULT_RUN_COST, RunCost
 from runtime.session import load_runner
-from serve.grouping import length_groups
-from serve.settings import Settings
+from serve.engine.grouping import length_groups
+from serve.ops.settings import Settings
 from tests.fixtures.tiny_repository import NAME, build_tiny_repository
 
 

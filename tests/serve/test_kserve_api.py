@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2
 from protos.inference import grpc_predict_v2_pb2 as pb
 from protos.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from protos.inference import model_config_pb2 as config_pb
-from serve.kserve_codec import decode_bytes_tensor, encode_bytes_tensor, request_timeout_s
+from serve.grpc.kserve_codec import decode_bytes_tensor, encode_bytes_tensor, request_timeout_s
 from serve.server import KSERVE_SERVICE
 from tests.conftest import REPO_ROOT
 from tests.serve.conftest import REVIEWS, ServerThread, make_settings

@@ -13,7 +13,7 @@ import pytest
 
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from serve.edge import EdgeInterceptor
+from serve.ops.edge import EdgeInterceptor
 from tests.serve.conftest import REVIEWS, ServerThread
 
 TIMEOUT = 10.0

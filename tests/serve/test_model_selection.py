@@ -9,7 +9,7 @@ import pytest
 
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from serve.errors import ConfigurationError
+from serve.ops.errors import ConfigurationError
 from tests.fixtures.tiny_repository import build_tiny_repository
 from tests.serve.conftest import REVIEWS, ServerThread, make_settings
 

@@ -153,7 +153,7 @@ def test_bad_configuration_exits_two_with_a_clear_message(repository: Path) -> N
 def test_serving_never_imports_torch(repository: Path) -> None:
     code = f"""
 import asyncio, sys
-from serve.settings import load_settings
+from serve.ops.settings import load_settings
 from serve.server import create_server
 import serve.__main__, client  # noqa
 async def main():

@@ -30,7 +30,7 @@ from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 from runtime.preprocessing import encode_texts, pad_batch
 from runtime.repository import CONFIG_FILE, METADATA_FILE, PRECISION_FILES, TOKENIZER_FILE, load_version, open_session
-from serve.reload import TRIGGER_ADMIN
+from serve.lifecycle.reload import TRIGGER_ADMIN
 from tests.fixtures.tiny_repository import NAME, build_tiny_repository, write_metadata
 from tests.serve.conftest import REVIEWS, ServerThread, make_settings
 

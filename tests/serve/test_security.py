@@ -32,10 +32,10 @@ from protos.inference import grpc_predict_v2_pb2_grpc as kserve_grpc
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 from runtime.repository import RepositoryError, load_version, open_session
-from serve.errors import ConfigurationError
-from serve.security import TokenChecker, read_tokens
+from serve.ops.errors import ConfigurationError
+from serve.ops.security import TokenChecker, read_tokens
+from serve.ops.settings import Settings, load_settings
 from serve.server import create_server
-from serve.settings import Settings, load_settings
 from tests.client.helpers import read_rows, write_rows
 from tests.conftest import REPO_ROOT
 from tests.fixtures.certs import Pki, make_pki

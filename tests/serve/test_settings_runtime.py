@@ -16,8 +16,8 @@ from runtime.session import (
     usable_cpus,
     warmup_lengths,
 )
-from serve.errors import ConfigurationError
-from serve.settings import Settings, load_settings
+from serve.ops.errors import ConfigurationError
+from serve.ops.settings import Settings, load_settings
 
 
 def test_flag_beats_env_beats_default() -> None:

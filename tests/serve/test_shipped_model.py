@@ -12,7 +12,7 @@ from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 from runtime.preprocessing import encode_texts, pad_batch
 from runtime.repository import list_versions, load_version, open_session
-from serve.kserve_codec import encode_bytes_tensor
+from serve.grpc.kserve_codec import encode_bytes_tensor
 from tests.conftest import REPO_ROOT
 from tests.serve.conftest import ServerThread, make_settings
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from serve.kserve_extensions import model_statistics, repository_index
-from serve.statistics import BatchTotals, Duration, InferenceStatistics
+from serve.engine.statistics import BatchTotals, Duration, InferenceStatistics
+from serve.grpc.kserve_extensions import model_statistics, repository_index
 
 
 def test_totals_add_up_per_request_and_per_batch() -> None:

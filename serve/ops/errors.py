@@ -1,6 +1,6 @@
 """Domain errors raised by the inference core and the batcher.
 
-They know nothing about gRPC: :mod:`serve.edge` maps each to a status code, in one place.
+They know nothing about gRPC: :mod:`serve.ops.edge` maps each to a status code, in one place.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serve.errors import ConfigurationError
+from serve.ops.errors import ConfigurationError
 
 ENV_PREFIX = "SENTIMENT_"
 

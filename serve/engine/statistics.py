@@ -1,6 +1,6 @@
 """Triton-style model statistics: cumulative counts and durations, read by ``ModelStatistics``.
 
-Where Prometheus (:mod:`serve.metrics`) gives distributions for dashboards, this keeps the
+Where Prometheus (:mod:`serve.ops.metrics`) gives distributions for dashboards, this keeps the
 plain totals Triton's statistics extension reports, which its clients (tritonclient's
 ``get_inference_statistics``, perf_analyzer's server-side breakdown) read and subtract
 between two snapshots. The totals cover the version serving now: they restart from zero

@@ -1,7 +1,7 @@
 """The gRPC edge: domain errors -> status codes (the only place), metrics and access logs.
 
 :class:`EdgeInterceptor` wraps every handler of the server (both APIs, health, reflection),
-so servicers only convert messages and raise :mod:`serve.errors` exceptions.
+so servicers only convert messages and raise :mod:`serve.ops.errors` exceptions.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from grpc import StatusCode
 
-from serve.errors import (
+from serve.ops.errors import (
     AdminDisabled,
     DeadlineExpired,
     InvalidInput,
@@ -27,7 +27,7 @@ from serve.errors import (
     ReloadRejected,
     ServingError,
 )
-from serve.metrics import Metrics
+from serve.ops.metrics import Metrics
 
 log = logging.getLogger("serve.edge")
 

@@ -8,10 +8,10 @@ import grpc
 
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from serve.core import InferenceCore, Prediction, Scored
-from serve.edge import deadline_of
-from serve.errors import ServingError
-from serve.streaming import answer_stream
+from serve.engine.core import InferenceCore, Prediction, Scored
+from serve.grpc.streaming import answer_stream
+from serve.ops.edge import deadline_of
+from serve.ops.errors import ServingError
 
 
 def _predictions(predictions: Sequence[Prediction]) -> list[pb.Prediction]:
@@ -44,7 +44,7 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
         """Score up to ``stream_window`` requests at once; answer each as soon as it is scored.
 
         A client that stops reading stops the server from reading further requests
-        (:func:`serve.streaming.answer_stream`). An error ends the stream, naming the request.
+        (:func:`serve.grpc.streaming.answer_stream`). An error ends the stream, naming the request.
         """
         deadline = deadline_of(context)
 

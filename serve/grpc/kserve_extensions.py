@@ -13,8 +13,8 @@ from pathlib import Path
 from protos.inference import grpc_predict_v2_pb2 as pb
 from protos.inference import model_config_pb2 as config_pb
 from runtime.repository import RepositoryError, list_versions
-from serve import kserve_codec as codec
-from serve.statistics import Duration, StatisticsSnapshot
+from serve.engine.statistics import Duration, StatisticsSnapshot
+from serve.grpc import kserve_codec as codec
 
 EXTENSIONS = ("model_configuration", "statistics")
 _DATA_TYPES = {"BYTES": config_pb.TYPE_STRING, "FP32": config_pb.TYPE_FP32}

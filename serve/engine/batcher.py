@@ -18,7 +18,7 @@ for the loop, which is busy answering the batch just done. Policy:
   if any waits, and fills it without that request's parts. One large request cannot take
   every worker from the requests behind it.
 * The queue is bounded in units: a submit that would overflow it raises
-  :class:`~serve.errors.Overloaded` at once.
+  :class:`~serve.ops.errors.Overloaded` at once.
 * Items whose deadline has passed, or whose caller gave up, are dropped before ``process``;
   a caller that gives up frees its queue units at once.
 * If ``process`` raises, every item of that batch gets the exception.
@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from serve.errors import DeadlineExpired, ModelNotReady, Overloaded
+from serve.ops.errors import DeadlineExpired, ModelNotReady, Overloaded
 
 log = logging.getLogger("serve.batcher")
 T = TypeVar("T")

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from protos.inference import grpc_predict_v2_pb2 as pb
-from serve.core import Prediction
-from serve.errors import InvalidInput
+from serve.engine.core import Prediction
+from serve.ops.errors import InvalidInput
 
 INPUT = "text"
 OUTPUTS = {"probability": "FP32", "label": "BYTES"}

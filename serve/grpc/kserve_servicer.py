@@ -11,12 +11,12 @@ import grpc
 from protos.inference import grpc_predict_v2_pb2 as pb
 from protos.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 from runtime.session import thread_plan
-from serve import kserve_codec as codec
-from serve import kserve_extensions as extensions
-from serve.core import InferenceCore
-from serve.edge import deadline_of
-from serve.errors import InvalidInput, ServingError
-from serve.streaming import answer_stream
+from serve.engine.core import InferenceCore
+from serve.grpc import kserve_codec as codec
+from serve.grpc import kserve_extensions as extensions
+from serve.grpc.streaming import answer_stream
+from serve.ops.edge import deadline_of
+from serve.ops.errors import InvalidInput, ServingError
 
 SERVER_NAME = "imdb-sentiment-edge"
 

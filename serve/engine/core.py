@@ -1,7 +1,7 @@
 """The one inference core behind both APIs: validate, tokenize, batch, run, label.
 
 Transports hand it lists of texts and get a :class:`Scored` result back (the predictions
-and the model version that produced them), or a domain error from :mod:`serve.errors`.
+and the model version that produced them), or a domain error from :mod:`serve.ops.errors`.
 Tokenization happens in the batcher's worker thread, for a whole coalesced batch at once
 (``encode_batch_fast``), never on the event loop.
 
@@ -29,11 +29,11 @@ from runtime.preprocessing import encode_texts, pad_batch
 from runtime.repository import ModelVersion, RepositoryError, load_version
 from runtime.run_cost import DEFAULT_RUN_COST, RunCost
 from runtime.session import ModelRunner, load_runner, thread_plan
-from serve.batcher import Batcher, BatchObserver
-from serve.errors import InvalidInput, ModelNotFound, ModelNotReady
-from serve.grouping import length_groups
-from serve.settings import Settings
-from serve.statistics import InferenceStatistics
+from serve.engine.batcher import Batcher, BatchObserver
+from serve.engine.grouping import length_groups
+from serve.engine.statistics import InferenceStatistics
+from serve.ops.errors import InvalidInput, ModelNotFound, ModelNotReady
+from serve.ops.settings import Settings
 
 log = logging.getLogger("serve.core")
 # Scored end to end (tokenizer, graph, labels) before a version may serve: catches graphs
@@ -171,7 +171,7 @@ class InferenceCore:
         """Blocking (run it in a worker thread): verify, open, warm and probe ``version`` (None: the highest).
 
         Raises :class:`~runtime.repository.RepositoryError` or
-        :class:`~serve.errors.ConfigurationError` naming what is wrong; nothing is served yet.
+        :class:`~runtime.errors.ConfigurationError` naming what is wrong; nothing is served yet.
         """
         started = time.perf_counter()
         s = self.settings

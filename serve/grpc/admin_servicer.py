@@ -6,10 +6,10 @@ import grpc
 
 from protos.sentiment.v1 import admin_pb2 as pb
 from protos.sentiment.v1 import admin_pb2_grpc as pb_grpc
-from serve.core import InferenceCore
-from serve.errors import AdminDisabled, InvalidInput
-from serve.reload import TRIGGER_ADMIN, ModelReloader, ReloadAttempt
-from serve.settings import Settings
+from serve.engine.core import InferenceCore
+from serve.lifecycle.reload import TRIGGER_ADMIN, ModelReloader, ReloadAttempt
+from serve.ops.errors import AdminDisabled, InvalidInput
+from serve.ops.settings import Settings
 
 
 def _attempt(attempt: ReloadAttempt) -> pb.ReloadAttempt:
@@ -18,7 +18,7 @@ def _attempt(attempt: ReloadAttempt) -> pb.ReloadAttempt:
 
 
 class ModelAdminServicer(pb_grpc.ModelAdminServicer):
-    """ReloadModel and GetModelStatus; the token check itself is the auth interceptor's (serve/security.py)."""
+    """ReloadModel and GetModelStatus; the token check itself is the auth interceptor's (serve/ops/security.py)."""
 
     def __init__(self, core: InferenceCore, reloader: ModelReloader, settings: Settings) -> None:
         self._core = core

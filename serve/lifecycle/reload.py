@@ -5,7 +5,7 @@
 to end), then switches the core to it with one reference assignment on the event loop.
 Requests admitted before the switch finish on the old version, later ones get the new one.
 A version that fails any step is rejected: the reason is logged and counted, the caller gets
-:class:`~serve.errors.ReloadRejected`, and the old version keeps serving.
+:class:`~serve.ops.errors.ReloadRejected`, and the old version keeps serving.
 
 :class:`RepositoryWatcher` polls the repository (``--repository-poll-s``, only while serving
 ``latest``) and hands the reloader any version higher than every version served so far. A
@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Protocol
 
 from runtime.repository import RepositoryError, list_versions, resolve_version
-from serve.core import InferenceCore
-from serve.errors import ModelNotFound, ReloadRejected
-from serve.settings import Settings
+from serve.engine.core import InferenceCore
+from serve.ops.errors import ModelNotFound, ReloadRejected
+from serve.ops.settings import Settings
 
 log = logging.getLogger("serve.reload")
 TRIGGER_WATCH, TRIGGER_ADMIN = "watch", "admin"

@@ -4,7 +4,7 @@
 server credentials. :class:`TokenAuthInterceptor` refuses calls without a configured bearer
 token (``authorization: Bearer <token>`` metadata) with UNAUTHENTICATED; health checking and
 reflection stay open so orchestrators and grpcurl can probe. It sits inside
-:class:`serve.edge.EdgeInterceptor`, so refusals are counted and access-logged like any call.
+:class:`serve.ops.edge.EdgeInterceptor`, so refusals are counted and access-logged like any call.
 Token values are never logged, echoed to clients, or kept in memory beyond their digests.
 """
 
@@ -20,9 +20,9 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2
 
-from serve.edge import handler_like
-from serve.errors import ConfigurationError
-from serve.settings import Settings
+from serve.ops.edge import handler_like
+from serve.ops.errors import ConfigurationError
+from serve.ops.settings import Settings
 
 # Services anyone may call: probes must work without secrets. Both reflection versions are
 # listed because clients (grpcurl, grpc_cli) try v1 first, then v1alpha.

@@ -1,0 +1,3 @@
+"""Operations beside the request path: settings, domain errors, logs, metrics, transport
+security and the gRPC edge interceptor (status codes, access logs, metrics per RPC).
+"""
