@@ -32,6 +32,7 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 train: $(VENV)/.installed
 	$(VENV)/bin/python -m train --data $(IMDB_DATA) --out runs/full --preset full
