@@ -312,6 +312,7 @@ class JsonLinesReader(Reader):
         if not self.columns:
             self.close()
             raise FormatError(f"{path}: no JSON object found (expected one object per line)")
+        self.invalid_text_row: int | None = None  # first row with a lone surrogate (regular files)
         self.complete_columns = _is_regular(path)
         if self.complete_columns:
             self._collect_keys()
@@ -323,8 +324,10 @@ class JsonLinesReader(Reader):
         handle, _ = _open_text(self.path, self.encoding_flag, newline="\n")
         with handle:
             for number, line in enumerate(handle, 1):
-                record, _, copies = self._parse(line)
+                record, error, copies = self._parse(line)
                 keys.update(dict.fromkeys(record))
+                if self.invalid_text_row is None and error is not None and "not valid Unicode" in error:
+                    self.invalid_text_row = number
                 for key in copies:
                     repeated.setdefault(key, number)
         if len(keys) > len(self.columns):

@@ -133,6 +133,11 @@ def _check_ray_can_read(path: Path, reader: Any) -> None:
     if reader.encoding not in (None, "utf-8", "utf-8 (byte-order mark)"):
         raise FormatError(f"{path} is read as {reader.encoding}; --ray reads UTF-8 only: convert the file "
                           "(e.g. iconv -t UTF-8) or score it without --ray")
+    invalid = getattr(reader, "invalid_text_row", None)
+    if invalid is not None:
+        raise FormatError(f"{path}: row {invalid} holds text that is not valid Unicode (a lone surrogate), which "
+                          "fails Ray's JSON reader for the whole file: score without --ray, which lists it as a "
+                          "bad row, or fix that row")
     if reader.repeated:
         raise FormatError(f"{path} repeats column name(s) {sorted(reader.repeated)}; --ray would merge them: "
                           "rename them in the header, or score without --ray (which keeps each copy)")
@@ -229,9 +234,9 @@ def score_with_ray(input_path: str | Path, output: str | Path, model_path: str |
             ScoringActor, batch_format="pyarrow", batch_size=max(batch_size, 1024),  # sorted by length within each call
             compute=ray.data.ActorPoolStrategy(size=pool),
             num_cpus=threads, fn_constructor_args=(str(model_path), threads, batch_size, precision, text_column,
-                                                   options.probability_column, options.prediction_column))
+                                                   spec.probability_column, spec.label_column))
         chunks = scored_chunks(scored, options.chunk_rows, skip, text_column, label_column,
-                               options.probability_column, options.prediction_column)
+                               spec.probability_column, spec.label_column)
         return write_scored(run, spec, skip, parts, chunks, total_rows)
     finally:
         if started_here:

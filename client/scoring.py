@@ -311,8 +311,6 @@ def score_file(input_path: str | Path, output: str | Path, backend: Backend,
     try:
         spec, skip, parts = run.prepare(reader.columns, reader.text_column, reader.label_column, reader.notes,
                                         reader.encoding)
-        if options.progress:
-            print(describe_columns(run.columns_used), file=sys.stderr)
         scored = (run.score_chunk(chunk) for chunk in reader.chunks(options.chunk_rows, skip))
         return write_scored(run, spec, skip, parts, scored, reader.total_rows())
     finally:
@@ -332,6 +330,8 @@ def write_scored(run: ScoringRun, spec: OutputSpec, skip: int, parts: list[tuple
                  scored: Iterator[ScoredChunk], total_rows: int | None) -> dict[str, Any]:
     """Commit each scored chunk as a part (in row order), then merge them into the output."""
     started, scored_now = time.monotonic(), 0
+    if run.options.progress:  # what is read and added, before a long run rather than after it
+        print(describe_columns(run.columns_used), file=sys.stderr)
     with _progress(total_rows, skip, run.options.progress) as bar:
         for item in scored:
             stats = run.account(item)
