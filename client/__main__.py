@@ -23,7 +23,8 @@ import sys
 from pathlib import Path
 
 from client.columns import LABEL_NAMES, TEXT_NAMES
-from client.formats import FORMATS, OUTPUT_FORMATS
+from client.formats import FORMATS
+from client.writers import OUTPUT_FORMATS
 
 DEFAULT_SERVER = "127.0.0.1:8001"
 

@@ -75,7 +75,7 @@ def open_text(path: Path, encoding: str | None, newline: str | None) -> tuple[IO
         head = binary.peek(4)[:4]
         if encoding is None:
             codec, mark = sniff_encoding(head)
-            described = "utf-8" if mark is None else f"{codec.removesuffix('-sig')} (byte-order mark)"
+            described = "utf-8" if mark is None else f"{codec.removesuffix('-sig')}, from its byte-order mark"
     except EncodingError as exc:
         binary.close()
         raise EncodingError(f"{path}: {exc}") from exc

@@ -1,12 +1,11 @@
 """Reading reviews from, and writing scored rows to, every supported file format.
 
 Readers stream: they yield :class:`Chunk` objects of at most ``chunk_rows`` rows and never
-hold the whole input. A row that cannot be scored (empty text, missing column, undecodable
-bytes) still comes through, with its ``error`` set, so the output keeps every input row in
-input order and the side file can name it.
-
-Writers write one *part* per chunk (the unit that scoring commits atomically) and merge the
-parts into the final file at the end; see :mod:`client.scoring`.
+hold the whole input. A row that cannot be scored (empty text, missing column, bytes that
+are not UTF-8, text that is not valid Unicode) still comes through, with its ``error`` set,
+so the output keeps every input row in input order and the side file can name it. Which
+columns are read is decided by :mod:`client.columns`, how bytes become text by
+:mod:`client.encoding`; writing the scored rows is :mod:`client.writers`.
 
 Formats (by extension, or ``--input-format``): ``csv``, ``tsv``, ``jsonl`` (JSON Lines),
 ``parquet``, ``text`` (one review per line) and ``aclimdb`` (the aclImdb folder or its
@@ -16,17 +15,14 @@ Formats (by extension, or ``--input-format``): ``csv``, ``tsv``, ``jsonl`` (JSON
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import json
-import os
 import re
-import shutil
 import stat
 import sys
 import tarfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +30,6 @@ from client.columns import ColumnError, choose_columns, unique_names
 from client.encoding import BOM, ENCODING_HINT, EncodingError, open_text, repair, row_problem, unicode_problem
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "text", "aclimdb")
-OUTPUT_FORMATS = ("csv", "tsv", "jsonl", "parquet", "text")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl",
                ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text"}
 # Plain-text and aclImdb inputs have no header: their review column is always called this.
@@ -383,30 +378,28 @@ class JsonLinesReader(Reader):
 
 
 class TextReader(Reader):
-    """One review per line; a blank line is a bad row (it still gets an output line)."""
+    """One review per line; a blank line is a bad row (it still gets an output line). One pass: pipes work."""
 
     fmt = "text"
 
     def __init__(self, path: Path, text_column: str | None, label_column: str | None,
                  encoding: str | None = None) -> None:
         super().__init__(path)
-        self.encoding_flag = encoding
         self.columns = [TEXT_COLUMN]
-        handle, self.encoding = _open_text(path, encoding, newline="\n")  # checks the encoding now
-        handle.close()
+        self.handle, self.encoding = _open_text(path, encoding, newline="\n")
         self.choose(TEXT_COLUMN, label_column)
+
+    def close(self) -> None:
+        self.handle.close()
 
     def total_rows(self) -> int | None:
         return count_lines(self.path)
 
     def rows(self) -> Iterator[tuple[dict[str, Any], str | None, Any, str | None]]:
-        handle, _ = _open_text(self.path, self.encoding_flag, newline="\n")
-        with handle:
-            for line in handle:
-                text = line.rstrip("\r\n")
-                problem = row_problem(TEXT_COLUMN, text)
-                error = problem or text_error(text)
-                yield {TEXT_COLUMN: repair(text)}, None if error else text, None, error
+        for line in self.handle:
+            text = line.rstrip("\r\n")
+            error = row_problem(TEXT_COLUMN, text) or text_error(text)
+            yield {TEXT_COLUMN: repair(text)}, None if error else text, None, error
 
 
 class AclImdbReader(Reader):
@@ -506,7 +499,7 @@ class ParquetReader(Reader):
             row += batch.num_rows
 
 
-def _is_text_like(arrow_type: Any) -> bool:
+def is_text_like(arrow_type: Any) -> bool:
     import pyarrow as pa
 
     return (pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_binary(arrow_type)
@@ -523,7 +516,7 @@ def text_values(array: Any, column: str) -> tuple[list[Any], list[str | None]]:
     """
     import pyarrow as pa
 
-    if not _is_text_like(array.type):
+    if not is_text_like(array.type):
         return array.to_pylist(), [None] * len(array)
     values: list[Any] = []
     errors: list[str | None] = []
@@ -542,7 +535,7 @@ def text_values(array: Any, column: str) -> tuple[list[Any], list[str | None]]:
     return values, errors
 
 
-def _invalid_columns(batch: Any) -> list[str]:
+def invalid_columns(batch: Any) -> list[str]:
     """Columns of an Arrow batch or table whose values fail full validation (strings that are not UTF-8)."""
     import pyarrow as pa
 
@@ -565,11 +558,11 @@ def arrow_records(batch: Any) -> tuple[list[dict[str, Any]], list[str | None]]:
     import pyarrow as pa
 
     names = batch.schema.names
-    invalid = set(_invalid_columns(batch))
+    invalid = set(invalid_columns(batch))
     problems: list[str | None] = [None] * batch.num_rows
     columns = []
     for name, array in zip(names, batch.columns, strict=True):
-        if name in invalid and _is_text_like(array.type) and not pa.types.is_binary(array.type) \
+        if name in invalid and is_text_like(array.type) and not pa.types.is_binary(array.type) \
                 and not pa.types.is_large_binary(array.type):
             values, errors = text_values(array, name)
             problems = [p or e for p, e in zip(problems, errors, strict=True)]
@@ -630,164 +623,3 @@ def open_reader(path: str | Path, fmt: str, text_column: str | None, label_colum
         raise FormatError(f"--encoding applies to CSV, TSV, JSON Lines and text input; {fmt} text is UTF-8 "
                           "by definition")
     return (AclImdbReader if fmt == "aclimdb" else ParquetReader)(path, text_column, label_column)
-
-
-# ----------------------------------------------------------------------------- writers
-
-
-@dataclass
-class OutputSpec:
-    """What every part of one output has in common: format, input columns, added columns."""
-
-    fmt: str
-    columns: list[str]
-    text_column: str
-    probability_column: str = "probability"
-    label_column: str = "label"
-    arrow_schema: Any = field(default=None, repr=False)  # pyarrow.Schema of Parquet input
-
-    def check(self) -> None:
-        clash = {self.probability_column, self.label_column} & set(self.columns)
-        if clash:
-            raise FormatError(f"the input already has column(s) {sorted(clash)}: name the added columns "
-                              "differently with --probability-column/--prediction-column")
-
-    @property
-    def out_columns(self) -> list[str]:
-        return [*self.columns, self.probability_column, self.label_column]
-
-
-def format_probability(value: float) -> float:
-    """The float32 probability as the shortest decimal that reads back to the same float32."""
-    import numpy as np
-
-    return float(str(np.float32(value)))
-
-
-def write_part(path: Path, spec: OutputSpec, chunk: Chunk, probabilities: Sequence[float | None],
-               labels: Sequence[str | None]) -> None:
-    """Write one chunk's rows, with the two added columns, to ``path`` (a part file)."""
-    probs = [None if p is None else format_probability(p) for p in probabilities]
-    if spec.fmt in ("csv", "tsv", "parquet") and chunk.batch is None:
-        _check_fixed_columns(spec, chunk)
-    if spec.fmt == "parquet":
-        _write_parquet_part(path, spec, chunk, probs, labels)
-        return
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        if spec.fmt in ("csv", "tsv"):
-            writer = csv.writer(handle, delimiter="," if spec.fmt == "csv" else "\t", lineterminator="\n")
-            for record, p, label in zip(chunk.rows_as_records(), probs, labels, strict=True):
-                writer.writerow([_csv_value(record.get(c)) for c in spec.columns]
-                                + ["" if p is None else repr(p), label or ""])
-        elif spec.fmt == "jsonl":
-            for record, p, label in zip(chunk.rows_as_records(), probs, labels, strict=True):
-                row = dict(record)
-                row[spec.probability_column], row[spec.label_column] = p, label
-                handle.write(json_line(row))
-        else:  # text: label, probability, review; tabs and newlines in the review become spaces
-            for record, p, label in zip(chunk.rows_as_records(), probs, labels, strict=True):
-                text = _csv_value(record.get(spec.text_column))
-                text = text.replace("\t", " ").replace("\r", " ").replace("\n", " ")
-                handle.write(f"{label or ''}\t{'' if p is None else repr(p)}\t{text}\n")
-
-
-def json_line(value: Any) -> str:
-    """``value`` as one JSON line, non-ASCII as is; a lone surrogate is kept, as a ``\\u`` escape."""
-    line = json.dumps(value, ensure_ascii=False, default=str)
-    if unicode_problem(line) is not None:  # not writable as UTF-8: escape, which loses nothing
-        line = json.dumps(value, default=str)
-    return line + "\n"
-
-
-def _check_fixed_columns(spec: OutputSpec, chunk: Chunk) -> None:
-    """Refuse a record with a field that a fixed-column output (CSV, TSV, Parquet) would drop."""
-    known = set(spec.columns)
-    for index, record in enumerate(chunk.rows_as_records()):
-        extra = [key for key in record if key not in known]
-        if extra:
-            raise FormatError(f"row {chunk.start + index + 1} has field(s) {extra} that the first record lacks; a "
-                              f"{spec.fmt} output has one set of columns ({spec.columns}) and would drop them. Write "
-                              "JSON Lines (--output NAME.jsonl keeps every key), or read from a regular file "
-                              "instead of a pipe (its keys are all collected first)")
-
-
-def _csv_value(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dict | list):
-        return repair(json.dumps(value, ensure_ascii=False))
-    return repair(str(value))
-
-
-def _write_parquet_part(path: Path, spec: OutputSpec, chunk: Chunk, probs: list[float | None],
-                        labels: Sequence[str | None]) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if chunk.batch is not None:
-        table = pa.Table.from_batches([chunk.batch])
-        for name in _invalid_columns(chunk.batch):  # strings that are not UTF-8: written repaired, as in CSV
-            index = table.schema.get_field_index(name)
-            if _is_text_like(table.schema.field(index).type):
-                repaired = pa.array([_repaired_text(r.get(name)) for r in chunk.records],
-                                    type=table.schema.field(index).type)
-                table = table.set_column(index, table.schema.field(index), repaired)
-    else:
-        records = chunk.rows_as_records()
-        table = pa.table({c: pa.array([_parquet_value(r.get(c)) for r in records], type=pa.string())
-                          for c in spec.columns})
-    table = table.append_column(spec.probability_column, pa.array(probs, type=pa.float32()))
-    table = table.append_column(spec.label_column, pa.array(list(labels), type=pa.string()))
-    pq.write_table(table, path)
-
-
-def _repaired_text(value: Any) -> Any:
-    return repair(value) if isinstance(value, str) else value
-
-
-def _parquet_value(value: Any) -> str | None:
-    # Columns from text formats become strings: a CSV field has no type to keep.
-    return None if value is None else _csv_value(value)
-
-
-def merge_parts(parts: Sequence[Path], spec: OutputSpec, destination: Path) -> None:
-    """Concatenate committed parts into ``destination`` (written beside it, then renamed)."""
-    tmp = destination.with_name(f".{destination.name}.tmp-{os.getpid()}")
-    try:
-        if spec.fmt == "parquet":
-            _merge_parquet(parts, tmp)
-        else:
-            with tmp.open("wb") as out:
-                if spec.fmt in ("csv", "tsv"):
-                    header = io.StringIO()
-                    csv.writer(header, delimiter="," if spec.fmt == "csv" else "\t",
-                               lineterminator="\n").writerow(spec.out_columns)
-                    out.write(header.getvalue().encode("utf-8"))
-                for part in parts:
-                    with part.open("rb") as handle:
-                        shutil.copyfileobj(handle, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, destination)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _merge_parquet(parts: Sequence[Path], tmp: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    writer = None
-    try:
-        for part in parts:
-            table = pq.read_table(part)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            elif table.schema != writer.schema:
-                table = table.cast(writer.schema)
-            writer.write_table(table)
-        if writer is None:
-            writer = pq.ParquetWriter(tmp, pa.schema([]))
-    finally:
-        if writer is not None:
-            writer.close()

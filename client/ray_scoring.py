@@ -130,7 +130,7 @@ def _check_ray_can_read(path: Path, reader: Any) -> None:
     Arrow's readers take UTF-8 only, and keep repeated column names as they are; our reader
     found out which applies, and the message says how to score the file anyway.
     """
-    if reader.encoding not in (None, "utf-8", "utf-8 (byte-order mark)"):
+    if reader.encoding not in (None, "utf-8", "utf-8, from its byte-order mark"):
         raise FormatError(f"{path} is read as {reader.encoding}; --ray reads UTF-8 only: convert the file "
                           "(e.g. iconv -t UTF-8) or score it without --ray")
     invalid = getattr(reader, "invalid_text_row", None)

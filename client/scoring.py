@@ -32,17 +32,8 @@ from client.backends import Backend
 from client.columns import ColumnError, added_columns
 from client.encoding import unicode_problem
 from client.evaluation import Confusion, format_metrics, parse_gold
-from client.formats import (
-    OUTPUT_FORMATS,
-    Chunk,
-    FormatError,
-    OutputSpec,
-    detect_format,
-    json_line,
-    merge_parts,
-    open_reader,
-    write_part,
-)
+from client.formats import Chunk, FormatError, detect_format, open_reader
+from client.writers import OUTPUT_FORMATS, OutputSpec, json_line, merge_parts, write_part
 
 log = logging.getLogger("client.scoring")
 STATE_FILE = "state.json"

@@ -67,7 +67,23 @@ def test_a_byte_order_mark_is_consumed_in_every_text_format(tmp_path: Path, loca
     assert all("\ufeff" not in key for key in out[0])
     assert summary["scored"] == 7 and summary["bad_rows"] == 0
     assert [r["probability"] for r in out] == pytest.approx(reference(texts), abs=1e-6)
-    assert summary["columns_used"]["encoding"].endswith("(byte-order mark)")
+    assert summary["columns_used"]["encoding"].endswith(", from its byte-order mark")
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv", "jsonl"])
+def test_a_marked_utf16_input_read_from_a_pipe(tmp_path: Path, tiny_model: Path, fmt: str) -> None:
+    """Readers peek at the mark without seeking, and read a pipe once."""
+    texts = ["a wonderful film", "très ennuyeux"]
+    data = codecs.BOM_UTF16_LE + serialize("txt" if fmt == "text" else fmt,
+                                           [{"review": t} for t in texts]).encode("utf-16-le")
+    output = tmp_path / "out.jsonl"
+    result = subprocess.run([sys.executable, "-m", "client", "score", "/dev/stdin", "--input-format", fmt,
+                             "--output", str(output), "--local", str(tiny_model), "--threads", "1", "--no-progress"],
+                            input=data, cwd=REPO_ROOT, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    column = "text" if fmt == "text" else "review"
+    assert [r[column] for r in read_rows(output)] == texts
+    assert "(utf-16, from its byte-order mark)" in result.stdout.decode()
 
 
 def test_a_mark_starting_a_later_jsonl_line_is_skipped(tmp_path: Path, local_backend) -> None:

@@ -66,7 +66,7 @@ def test_c01_byte_order_mark_is_not_part_of_the_first_column(tmp_path: Path, bac
     assert summary["scored"] == summary["rows"] == 2 and summary["bad_rows"] == 0  # all rows scored
     assert [probability(r["probability"]) for r in out] == pytest.approx(reference(texts), abs=1e-6)
     assert summary["evaluation"]["evaluated"] == 2  # `sentiment` found as the gold labels
-    assert summary["columns_used"]["encoding"] == "utf-8 (byte-order mark)"
+    assert summary["columns_used"]["encoding"] == "utf-8, from its byte-order mark"
 
 
 def test_c02_repeated_column_names_keep_every_value(tmp_path: Path, local_backend) -> None:
