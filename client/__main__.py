@@ -9,8 +9,9 @@
     python -m client status --token-file token.txt         # served version, last reload
     python -m client reload --version 2 --token-file token.txt
 
-Exit status: 0 done, 1 error, 2 usage, 3 bad rows with --fail-on-bad-rows, 130 interrupted
-(the output is resumable with --resume).
+Exit status: 0 done, 1 error, 2 usage, 3 stopped at a bad row (--fail-on-bad-rows), 4 done but
+some rows were bad (every other row is scored; they are listed in OUTPUT.bad_rows.jsonl),
+130 interrupted (the output is resumable with --resume).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from client.formats import FORMATS
 from client.writers import OUTPUT_FORMATS
 
 DEFAULT_SERVER = "127.0.0.1:8001"
+BAD_ROWS_EXIT = 4  # the run completed, but some rows could not be scored (a script must be able to tell)
 
 
 def _positive(value: str) -> int:
@@ -211,7 +213,7 @@ def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         finally:
             backend.close()
     print(format_summary(summary))
-    return 0
+    return BAD_ROWS_EXIT if summary["bad_rows"] else 0
 
 
 def _backend(args: argparse.Namespace):  # noqa: ANN202 - LocalBackend | ServerBackend

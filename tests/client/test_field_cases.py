@@ -117,11 +117,12 @@ def test_c06_lone_surrogate_is_a_bad_row_and_resume_works(tmp_path: Path, backen
     assert read_rows(staged) == out
 
 
-def test_c06_exit_status_says_rows_were_bad(tmp_path: Path, tiny_model: Path) -> None:
+def test_c06_exit_status_says_rows_were_bad(tmp_path: Path, tiny_model: Path, capsys) -> None:
     source = handed(tmp_path, "c06_lone_surrogate.jsonl", C06)
-    code = main(["score", str(source), "--output", str(tmp_path / "o.jsonl"), "--local", str(tiny_model),
-                 "--threads", "1", "--no-progress", "--fail-on-bad-rows"])
-    assert code == 3
+    args = ["score", str(source), "--local", str(tiny_model), "--threads", "1", "--no-progress"]
+    assert main([*args, "--output", str(tmp_path / "o.jsonl")]) == 4  # completed, with bad rows
+    assert "scored 2 of 3 rows" in capsys.readouterr().out and len(read_rows(tmp_path / "o.jsonl")) == 3
+    assert main([*args, "--output", str(tmp_path / "stop.jsonl"), "--fail-on-bad-rows"]) == 3
 
 
 def write_c10(path: Path) -> Path:
