@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 TEXT_NAMES = ("review", "text", "review_text", "sentence", "content")
 LABEL_NAMES = ("sentiment", "label", "labels", "polarity", "gold_label")
 PROBABILITY = "probability"
+BOM = "\ufeff"
 PREDICTION = "label"
 
 
@@ -56,6 +57,23 @@ def unique_names(names: Sequence[str]) -> tuple[list[str], dict[str, list[str]]]
         copies.append(new)
         out.append(new)
     return out, repeated
+
+
+def without_marks(names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``names`` with leading byte-order marks (U+FEFF) removed, and a note per name changed.
+
+    A mark is invisible and never part of a name a user would type: it is what a tool that
+    read a UTF-8 file with a mark as plain UTF-8 leaves on the first column (pandas from such
+    a CSV, then written to Parquet). A name that would become another one present is kept.
+    """
+    present, out, notes = set(names), [], []
+    for name in names:
+        clean = name.lstrip(BOM)
+        if clean != name and clean and clean not in present:
+            notes.append(f"column {name!r} starts with a byte-order mark: read as {clean!r}")
+            name = clean
+        out.append(name)
+    return out, notes
 
 
 def _match(columns: Sequence[str], known: Sequence[str]) -> list[str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from client.columns import ColumnError, choose_columns, unique_names
+from client.columns import ColumnError, choose_columns, unique_names, without_marks
 from client.encoding import BOM, ENCODING_HINT, EncodingError, open_text, repair, row_problem, unicode_problem
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet", "text", "aclimdb")
@@ -257,6 +257,7 @@ class DelimitedReader(Reader):
             except FormatError:
                 self.close()
                 raise
+        header, self.notes = without_marks(header)
         self.columns, self.repeated = unique_names(header)
         self.choose(text_column, label_column)
 
@@ -351,7 +352,7 @@ class JsonLinesReader(Reader):
         repeated: dict[str, list[str]] = {}
 
         def distinct_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-            names, copies = unique_names([key for key, _ in pairs])
+            names, copies = unique_names(without_marks([key for key, _ in pairs])[0])
             repeated.update(copies)
             return dict(zip(names, (value for _, value in pairs), strict=True))
 
@@ -472,7 +473,10 @@ class ParquetReader(Reader):
             self.file = pq.ParquetFile(path)
         except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for non-Parquet files
             raise FormatError(f"{path}: not a readable Parquet file ({exc})") from exc
-        self.columns, self.repeated = unique_names(list(self.file.schema_arrow.names))
+        names = list(self.file.schema_arrow.names)
+        cleaned, self.notes = without_marks(names)
+        self.columns, self.repeated = unique_names(cleaned)
+        self.renamed = self.columns != names
         self.choose(text_column, label_column)
 
     def total_rows(self) -> int | None:
@@ -493,7 +497,7 @@ class ParquetReader(Reader):
                 continue
             if row < skip:
                 batch, row = batch.slice(skip - row), skip
-            if self.repeated:
+            if self.renamed:
                 batch = batch.rename_columns(self.columns)
             yield arrow_chunk(row, batch, self.text_column, self.label_column if self.has_labels else None)
             row += batch.num_rows

@@ -70,6 +70,23 @@ def test_a_byte_order_mark_is_consumed_in_every_text_format(tmp_path: Path, loca
     assert summary["columns_used"]["encoding"].endswith(", from its byte-order mark")
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "jsonl", "csv"])
+def test_a_mark_left_inside_a_column_name_is_not_part_of_it(tmp_path: Path, local_backend, fmt: str) -> None:
+    """What a tool that read a marked file as plain UTF-8 leaves: pandas to Parquet, a doubly marked CSV."""
+    source = tmp_path / f"in.{fmt}"
+    if fmt == "parquet":
+        pq.write_table(pa.table({"\ufeffreview": ["great fun", "awful"], "id": [1, 2]}), source)
+    elif fmt == "jsonl":
+        source.write_text('{"\ufeffreview": "great fun", "id": 1}\n{"\ufeffreview": "awful", "id": 2}\n',
+                          encoding="utf-8")
+    else:
+        source.write_bytes(codecs.BOM_UTF8 * 2 + b"review,id\ngreat fun,1\nawful,2\n")
+    summary = score_file(source, tmp_path / "out.jsonl", local_backend, OPTIONS)
+    out = read_rows(tmp_path / "out.jsonl")
+    assert [r["review"] for r in out] == ["great fun", "awful"] and summary["scored"] == 2
+    assert all("\ufeff" not in key for row in out for key in row)
+
+
 @pytest.mark.parametrize("fmt", ["text", "csv", "jsonl"])
 def test_a_marked_utf16_input_read_from_a_pipe(tmp_path: Path, tiny_model: Path, fmt: str) -> None:
     """Readers peek at the mark without seeking, and read a pipe once."""
