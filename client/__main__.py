@@ -9,8 +9,9 @@
     python -m client status --token-file token.txt         # served version, last reload
     python -m client reload --version 2 --token-file token.txt
 
-Exit status: 0 done, 1 error, 2 usage, 3 bad rows with --fail-on-bad-rows, 130 interrupted
-(the output is resumable with --resume).
+Exit status: 0 done, 1 error, 2 usage, 3 stopped at a bad row (--fail-on-bad-rows), 4 done but
+some rows were bad (every other row is scored; they are listed in OUTPUT.bad_rows.jsonl),
+130 interrupted (the output is resumable with --resume).
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
-from client.formats import FORMATS, OUTPUT_FORMATS
+from client.columns import LABEL_NAMES, TEXT_NAMES
+from client.formats import FORMATS
+from client.writers import OUTPUT_FORMATS
 
 DEFAULT_SERVER = "127.0.0.1:8001"
+BAD_ROWS_EXIT = 4  # the run completed, but some rows could not be scored (a script must be able to tell)
 
 
 def _positive(value: str) -> int:
@@ -33,6 +38,20 @@ def _positive(value: str) -> int:
     return number
 
 
+# How a file is read and what is added to it (client.columns, client.encoding).
+_READING_FLAGS = (
+    ("--text-column", f"column holding the review (default: the one column named {', '.join(TEXT_NAMES)}, any case)"),
+    ("--label-column", "gold label column; accuracy/precision/recall/F1 are reported (default: the one column named "
+                       f"{', '.join(LABEL_NAMES)}, any case; '' for none)"),
+    ("--encoding", "text encoding of a CSV/TSV/JSON Lines/text input, e.g. cp1252, latin-1, utf-16 (default: UTF-8, "
+                   "or what a byte-order mark says)"),
+    ("--delimiter", "field delimiter of a CSV/TSV input: one character, or tab, comma, semicolon, pipe (default: "
+                    "comma for .csv, tab for .tsv; another one found in the header is refused, naming it)"),
+    ("--probability-column", "name of the added P(positive) column (default: probability, or predicted_probability "
+                             "when the input has a probability column)"),
+    ("--prediction-column", "name of the added predicted-label column (default: label, or predicted_label when the "
+                            "input has a label column)"),
+)
 SECURITY_FLAGS = ("tls", "tls_ca", "tls_cert", "tls_key", "tls_server_name", "token_file")
 
 
@@ -102,16 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="score on a Ray Data actor pool (needs --local MODEL_PATH; same output as --local)")
     score.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
     score.add_argument("--ray-actors", type=_positive, default=None, help="ONNX Runtime actors (default: CPUs/threads)")
-    score.add_argument("--text-column", default="review", help="column holding the review (default %(default)s)")
     score.add_argument("--id-column", default="id", help="column identifying a row in the bad-rows file")
-    score.add_argument("--label-column", default="sentiment",
-                       help="gold label column; when present, accuracy/precision/recall/F1 are reported")
     score.add_argument("--input-format", choices=FORMATS, default=None,
                        help="override the format guessed from the input name")
     score.add_argument("--output-format", choices=OUTPUT_FORMATS, default=None,
                        help="override the format guessed from --output")
-    score.add_argument("--probability-column", default="probability", help="name of the added P(positive) column")
-    score.add_argument("--prediction-column", default="label", help="name of the added predicted-label column")
+    for flag, text in _READING_FLAGS:  # all default to None: detected, or the format's own
+        score.add_argument(flag, default=None, help=text)
     score.add_argument("--batch-size", type=_positive, default=64, help="texts per inference batch / request")
     score.add_argument("--chunk-rows", type=_positive, default=4096,
                        help="rows read, scored and committed together (the unit of --resume)")
@@ -137,10 +153,12 @@ def _security(args: argparse.Namespace):  # noqa: ANN202 - client.api.Security (
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from client.api import SentimentClient
+    from client.encoding import check_arguments
 
+    texts = check_arguments(args.texts, "review argument")
     with SentimentClient(args.server, security=_security(args), timeout_s=args.timeout) as client:
-        predictions = client.predict_batch(list(args.texts)) if len(args.texts) > 1 else [client.predict(args.texts[0])]
-    for text, p in zip(args.texts, predictions, strict=True):
+        predictions = client.predict_batch(texts) if len(texts) > 1 else [client.predict(texts[0])]
+    for text, p in zip(texts, predictions, strict=True):
         if args.json:
             print(json.dumps({"text": text, "label": p.label, "probability": p.probability,
                               "model": p.model, "version": p.version}, ensure_ascii=False))
@@ -172,8 +190,9 @@ def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from client.scoring import ScoreOptions, format_summary, score_file
 
     options = ScoreOptions(
-        text_column=args.text_column, id_column=args.id_column or None, label_column=args.label_column or None,
-        input_format=args.input_format, output_format=args.output_format,
+        text_column=args.text_column, id_column=args.id_column or None, label_column=args.label_column,
+        input_format=args.input_format, output_format=args.output_format, encoding=args.encoding,
+        delimiter=args.delimiter,
         probability_column=args.probability_column, prediction_column=args.prediction_column,
         chunk_rows=args.chunk_rows, resume=args.resume, fail_on_bad_rows=args.fail_on_bad_rows,
         bad_rows_path=args.bad_rows, summary_path=args.summary, progress=not args.no_progress)
@@ -194,7 +213,7 @@ def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         finally:
             backend.close()
     print(format_summary(summary))
-    return 0
+    return BAD_ROWS_EXIT if summary["bad_rows"] else 0
 
 
 def _backend(args: argparse.Namespace):  # noqa: ANN202 - LocalBackend | ServerBackend
@@ -250,4 +269,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    # A shell starting us in the background (a non-interactive `cmd &`) leaves SIGINT
+    # ignored; Ctrl-C / kill -INT must still stop a run cleanly, as a resumable exit 130.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())

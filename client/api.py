@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from client.encoding import EncodingError, unicode_problem
 from protos.sentiment.v1 import admin_pb2, admin_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
 
 # Every scoring and status RPC is idempotent (no side effects), so such a call may be
@@ -150,6 +151,18 @@ class Security:
         return (("authorization", f"Bearer {self.token}"),) if self.token else None
 
 
+def require_encodable(texts: Iterable[str], where: str = "") -> None:
+    """Raise EncodingError (a ValueError) naming the first text that cannot be sent as UTF-8.
+
+    protobuf would refuse it while serializing, and inside a request stream grpc reports
+    that as UNKNOWN; the error here says which text and why (a lone surrogate, bad bytes).
+    """
+    for index, text in enumerate(texts):
+        problem = unicode_problem(text)
+        if problem is not None:
+            raise EncodingError(f"{where}text {index} is {problem}; it was not sent")
+
+
 def _prediction(message: Any, model: Any) -> Prediction:
     return Prediction(message.label, message.probability, model.name, int(model.version))
 
@@ -193,7 +206,8 @@ class SentimentClient:
         self.channel.close()
 
     def predict(self, text: str) -> Prediction:
-        """Score one review."""
+        """Score one review; raises EncodingError (a ValueError) for text that is not valid Unicode."""
+        require_encodable([text])
         request = sentiment_pb2.PredictRequest(text=text)
         response = with_retries(lambda: self._stub.Predict(request, timeout=self.timeout_s, metadata=self._metadata),
                                 self.retry)
@@ -223,7 +237,11 @@ class SentimentClient:
                     "message": last.message, "finished_unix_s": last.finished_unix_s}}
 
     def predict_batch(self, texts: list[str]) -> list[Prediction]:
-        """Score several reviews in one request; results in the order of ``texts``."""
+        """Score several reviews in one request; results in the order of ``texts``.
+
+        Raises EncodingError (a ValueError) for a text that is not valid Unicode (not sent).
+        """
+        require_encodable(texts)
         request = sentiment_pb2.PredictBatchRequest(texts=texts)
         response = with_retries(lambda: self._stub.PredictBatch(request, timeout=self.timeout_s,
                                                                 metadata=self._metadata), self.retry)
@@ -236,13 +254,21 @@ class SentimentClient:
         At most ``window`` requests are in flight: the next one is sent only when a response
         has come back, so neither side buffers without bound. Responses may come back in any
         order (match them by id). No retries here: a failed stream raises ``grpc.RpcError``;
-        :meth:`score_stream` retries what was left unanswered.
+        :meth:`score_stream` retries what was left unanswered. A batch holding text that is
+        not valid Unicode is not sent: the requests before it are answered, then
+        EncodingError (a ValueError) is raised.
         """
         slots = threading.Semaphore(window)
         done = threading.Event()
+        refused: list[ValueError] = []
 
         def requests() -> Iterator[Any]:
             for request_id, texts in batches:
+                try:
+                    require_encodable(texts, f"request {request_id!r}: ")
+                except ValueError as exc:  # raised here, grpc would end the call as UNKNOWN
+                    refused.append(exc)
+                    return
                 # Waits for a free slot; gives up once the call is over (error or cancel).
                 while not slots.acquire(timeout=0.1):
                     if done.is_set():
@@ -254,6 +280,8 @@ class SentimentClient:
             for response in call:
                 slots.release()
                 yield response.id, [_prediction(p, response.model) for p in response.predictions]
+            if refused:
+                raise refused[0]
         finally:
             done.set()
             call.cancel()

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from client.formats import FormatError, arrow_chunk, detect_format, open_reader, text_error
+from client.formats import FormatError, arrow_chunk, detect_format, open_reader, text_error, text_values
 from client.scoring import ScoredChunk, ScoreOptions, ScoringRun, already_complete, write_scored
 
 log = logging.getLogger("client.ray_scoring")
@@ -62,10 +62,10 @@ class ScoringActor:
         import numpy as np
         import pyarrow as pa
 
-        texts = batch.column(self.text_column).to_pylist()
+        texts, undecodable = text_values(batch.column(self.text_column), self.text_column)
         # The same rule the driver applies when it lists bad rows (client.formats.arrow_chunk).
-        good = [i for i, (t, e) in enumerate(zip(texts, known_errors(batch), strict=True))
-                if e is None and text_error(t) is None]
+        good = [i for i, (t, e, u) in enumerate(zip(texts, known_errors(batch), undecodable, strict=True))
+                if e is None and u is None and text_error(t) is None]
         probabilities: list[float | None] = [None] * len(texts)
         labels: list[str | None] = [None] * len(texts)
         if good:
@@ -104,7 +104,7 @@ def _read_aclimdb(ray: Any, path: Path, label_column: str | None) -> Any:
     return ray.data.from_arrow(blocks)
 
 
-def _read(ray: Any, path: Path, fmt: str, header: list[str], label_column: str | None) -> Any:
+def _read(ray: Any, path: Path, fmt: str, header: list[str], label_column: str | None, delimiter: str) -> Any:
     """The input as a Ray dataset; ``header``: the columns our own reader found (CSV/TSV: all read as strings)."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -112,7 +112,6 @@ def _read(ray: Any, path: Path, fmt: str, header: list[str], label_column: str |
     if fmt == "aclimdb":
         return _read_aclimdb(ray, path, label_column)
     if fmt in ("csv", "tsv"):
-        delimiter = "," if fmt == "csv" else "\t"
         return ray.data.read_csv(
             str(path), file_extensions=None,
             parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
@@ -123,6 +122,25 @@ def _read(ray: Any, path: Path, fmt: str, header: list[str], label_column: str |
     if fmt == "parquet":
         return ray.data.read_parquet(str(path), file_extensions=None)
     return ray.data.read_text(str(path), drop_empty_lines=False, file_extensions=None)
+
+
+def _check_ray_can_read(path: Path, reader: Any) -> None:
+    """Refuse inputs that Ray's Arrow readers would read differently from ``--local`` (lost or merged fields).
+
+    Arrow's readers take UTF-8 only, and keep repeated column names as they are; our reader
+    found out which applies, and the message says how to score the file anyway.
+    """
+    if reader.encoding not in (None, "utf-8", "utf-8, from its byte-order mark"):
+        raise FormatError(f"{path} is read as {reader.encoding}; --ray reads UTF-8 only: convert the file "
+                          "(e.g. iconv -t UTF-8) or score it without --ray")
+    invalid = getattr(reader, "invalid_text_row", None)
+    if invalid is not None:
+        raise FormatError(f"{path}: row {invalid} holds text that is not valid Unicode (a lone surrogate), which "
+                          "fails Ray's JSON reader for the whole file: score without --ray, which lists it as a "
+                          "bad row, or fix that row")
+    if reader.repeated:
+        raise FormatError(f"{path} repeats column name(s) {sorted(reader.repeated)}; --ray would merge them: "
+                          "rename them in the header, or score without --ray (which keeps each copy)")
 
 
 class RayBackend:
@@ -164,6 +182,9 @@ def scored_chunks(scored: Any, chunk_rows: int, skip: int, text_column: str, lab
                                     if c in table.column_names]).combine_chunks()
         batch = table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
         chunk = arrow_chunk(start, batch, text_column, label_column, refused)
+        # A row the driver finds bad (say, another column that is not UTF-8) is not scored either.
+        probabilities = [None if e else p for p, e in zip(probabilities, chunk.errors, strict=True)]
+        labels = [None if e else label for label, e in zip(labels, chunk.errors, strict=True)]
         yield ScoredChunk(chunk, probabilities, labels, chunk.errors)
         start += batch.num_rows
 
@@ -181,9 +202,13 @@ def score_with_ray(input_path: str | Path, output: str | Path, model_path: str |
     if in_fmt not in RAY_INPUTS:
         raise FormatError(f"--ray reads {', '.join(RAY_INPUTS)}; got {in_fmt}")
     # Our own reader checks the text column (text and aclImdb inputs name their own) and reads the header.
-    reader = open_reader(input_path, in_fmt, options.text_column, options.label_column)
+    reader = open_reader(input_path, in_fmt, options.text_column, options.label_column, options.encoding,
+                         options.delimiter)
     text_column, header, total_rows = reader.text_column, reader.columns, reader.total_rows()
+    label_column, notes, encoding = reader.label_column, reader.notes, reader.encoding
+    delimiter = getattr(reader, "delimiter", ",")
     reader.close()
+    _check_ray_can_read(input_path, reader)
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
@@ -198,20 +223,20 @@ def score_with_ray(input_path: str | Path, output: str | Path, model_path: str |
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # blocks reach the driver in input order
         context.enable_progress_bars = False  # the driver's bar counts committed rows
-        dataset = _read(ray, input_path, in_fmt, header, options.label_column)
+        dataset = _read(ray, input_path, in_fmt, header, label_column, delimiter)
         columns = [c for c in dataset.schema().names if c != ERROR_COLUMN]
         if text_column not in columns:
             raise FormatError(f"{input_path}: no column {text_column!r} (columns: {columns})")
-        label_column = options.label_column if options.label_column in columns else None
+        label_column = label_column if label_column in columns else None
         run.has_labels = label_column is not None
-        spec, skip, parts = run.prepare(columns, text_column)
+        spec, skip, parts = run.prepare(columns, text_column, label_column, notes, encoding)
         scored = dataset.map_batches(
             ScoringActor, batch_format="pyarrow", batch_size=max(batch_size, 1024),  # sorted by length within each call
             compute=ray.data.ActorPoolStrategy(size=pool),
             num_cpus=threads, fn_constructor_args=(str(model_path), threads, batch_size, precision, text_column,
-                                                   options.probability_column, options.prediction_column))
+                                                   spec.probability_column, spec.label_column))
         chunks = scored_chunks(scored, options.chunk_rows, skip, text_column, label_column,
-                               options.probability_column, options.prediction_column)
+                               spec.probability_column, spec.label_column)
         return write_scored(run, spec, skip, parts, chunks, total_rows)
     finally:
         if started_here:

@@ -19,8 +19,9 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,21 +29,15 @@ from typing import Any
 import numpy as np
 
 from client.backends import Backend
+from client.columns import ColumnError, added_columns
+from client.encoding import unicode_problem
 from client.evaluation import Confusion, format_metrics, parse_gold
-from client.formats import (
-    OUTPUT_FORMATS,
-    Chunk,
-    FormatError,
-    OutputSpec,
-    detect_format,
-    merge_parts,
-    open_reader,
-    write_part,
-)
+from client.formats import Chunk, FormatError, detect_format, open_reader
+from client.writers import OUTPUT_FORMATS, OutputSpec, json_line, merge_parts, write_part
 
 log = logging.getLogger("client.scoring")
 STATE_FILE = "state.json"
-STATE_VERSION = 2  # 2: the input is also identified by a hash of its first and last MiB
+STATE_VERSION = 3  # 2: the input is also identified by a hash of its first and last MiB; 3: encoding, detected columns
 SAMPLE_BYTES = 1 << 20
 _EXT = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "parquet": "parquet", "text": "txt"}
 
@@ -59,13 +54,15 @@ class BadRowsError(ScoringError):
 class ScoreOptions:
     """Everything ``python -m client score`` can set, besides input, output and backend."""
 
-    text_column: str = "review"
+    text_column: str | None = None  # None: detect (client.columns.TEXT_NAMES)
     id_column: str | None = "id"
-    label_column: str | None = "sentiment"
+    label_column: str | None = None  # None: detect (client.columns.LABEL_NAMES); "": no evaluation
     input_format: str | None = None
     output_format: str | None = None
-    probability_column: str = "probability"
-    prediction_column: str = "label"
+    probability_column: str | None = None  # None: "probability", or "predicted_probability" if the input has it
+    prediction_column: str | None = None  # None: "label", or "predicted_label" if the input has it
+    encoding: str | None = None  # None: UTF-8, or what a byte-order mark says
+    delimiter: str | None = None  # None: the format's own (CSV comma, TSV tab)
     chunk_rows: int = 4096  # rows per committed part: the most a crash can cost
     resume: bool = False
     fail_on_bad_rows: bool = False
@@ -186,16 +183,29 @@ class ScoringRun:
         labels = getattr(backend, "labels", ("negative", "positive"))
         self.labels: tuple[str, str] = tuple(labels)  # type: ignore[assignment]
         self.has_labels = False
+        self.columns_used: dict[str, Any] = {}
 
-    def prepare(self, columns: list[str], text_column: str) -> tuple[OutputSpec, int, list[tuple[Path, PartStats]]]:
-        """Create or reopen the staging folder; returns the spec, first row to score, and parts."""
-        spec = OutputSpec(self.out_fmt, columns, text_column, self.options.probability_column,
-                          self.options.prediction_column)
+    def prepare(self, columns: list[str], text_column: str, label_column: str | None = None,
+                notes: Sequence[str] = (), encoding: str | None = None,
+                ) -> tuple[OutputSpec, int, list[tuple[Path, PartStats]]]:
+        """Create or reopen the staging folder; returns the spec, first row to score, and parts.
+
+        ``label_column`` is the gold-label column chosen (None: no evaluation), ``notes`` what
+        the reader found about the columns, ``encoding`` how the input was decoded; all three
+        go into the summary (and ``columns_used``) so the user is told what was read.
+        """
+        try:
+            added = added_columns(columns, self.options.probability_column, self.options.prediction_column)
+        except ColumnError as exc:
+            raise FormatError(str(exc)) from exc
+        spec = OutputSpec(self.out_fmt, columns, text_column, *added)
         spec.check()
+        self.columns_used = {"text": text_column, "label": label_column, "added": list(added),
+                             "encoding": encoding, "notes": list(notes)}
         model = self.backend.describe()
         expected = {"version": STATE_VERSION, **_input_fingerprint(self.input_path), "input_format": self.in_fmt,
                     "output_format": self.out_fmt, "columns": columns, "text_column": text_column,
-                    "label_column": self.options.label_column,
+                    "label_column": label_column, "encoding": encoding,
                     "added_columns": [spec.probability_column, spec.label_column],
                     "model": {"name": model.get("model"), "version": model.get("version")}}
         state_path = self.staging / STATE_FILE
@@ -217,6 +227,11 @@ class ScoringRun:
         probabilities: list[float | None] = [None] * len(chunk)
         labels: list[str | None] = [None] * len(chunk)
         errors = list(chunk.errors)
+        for i in good:  # readers catch these already; a request must never carry them
+            problem = unicode_problem(chunk.texts[i])
+            if problem is not None:
+                errors[i], chunk.texts[i] = f"text is {problem}", None
+        good = [i for i in good if errors[i] is None]
         if good:
             probs, predicted, refused = self.backend.score([chunk.texts[i] for i in good])  # type: ignore[misc]
             for i, p, label, error in zip(good, np.asarray(probs, dtype=np.float32).tolist(), predicted, refused,
@@ -281,10 +296,12 @@ def score_file(input_path: str | Path, output: str | Path, backend: Backend,
     done = already_complete(run)
     if done is not None:
         return done
-    reader = open_reader(input_path, run.in_fmt, options.text_column, options.label_column)
+    reader = open_reader(input_path, run.in_fmt, options.text_column, options.label_column, options.encoding,
+                         options.delimiter)
     run.has_labels = reader.has_labels
     try:
-        spec, skip, parts = run.prepare(reader.columns, reader.text_column)
+        spec, skip, parts = run.prepare(reader.columns, reader.text_column, reader.label_column, reader.notes,
+                                        reader.encoding)
         scored = (run.score_chunk(chunk) for chunk in reader.chunks(options.chunk_rows, skip))
         return write_scored(run, spec, skip, parts, scored, reader.total_rows())
     finally:
@@ -304,6 +321,8 @@ def write_scored(run: ScoringRun, spec: OutputSpec, skip: int, parts: list[tuple
                  scored: Iterator[ScoredChunk], total_rows: int | None) -> dict[str, Any]:
     """Commit each scored chunk as a part (in row order), then merge them into the output."""
     started, scored_now = time.monotonic(), 0
+    if run.options.progress:  # what is read and added, before a long run rather than after it
+        print(describe_columns(run.columns_used), file=sys.stderr)
     with _progress(total_rows, skip, run.options.progress) as bar:
         for item in scored:
             stats = run.account(item)
@@ -315,6 +334,9 @@ def write_scored(run: ScoringRun, spec: OutputSpec, skip: int, parts: list[tuple
             parts.append((run.commit(spec, item, stats), stats))
             scored_now += len(item.chunk)
             bar.update(len(item.chunk))
+        if bar.total != bar.n:  # the total was an estimate (physical lines): end at the record count
+            bar.total = bar.n
+            bar.refresh()
     return finish(run, spec, parts, skip, scored_now, time.monotonic() - started)
 
 
@@ -331,7 +353,7 @@ def finish(run: ScoringRun, spec: OutputSpec, parts: list[tuple[Path, PartStats]
         for _, stats in parts:
             confusion.merge(Confusion(**stats.confusion))
             for row in stats.bad_rows:
-                handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+                handle.write(json_line(row))
                 bad_count += 1
                 if len(examples) < 5:
                     examples.append(row)
@@ -349,16 +371,31 @@ def finish(run: ScoringRun, spec: OutputSpec, parts: list[tuple[Path, PartStats]
         "rows_this_run": scored_now, "seconds_this_run": round(elapsed, 3),
         "rows_per_second": round(scored_now / elapsed, 1) if elapsed > 0 else None,
         "evaluation": confusion.metrics(run.labels) if run.has_labels else None,
+        "columns_used": run.columns_used,
     }
     _fsync_write(summary_path, json.dumps(summary, indent=2, default=str) + "\n")
     shutil.rmtree(run.staging)
     return summary
 
 
+def describe_columns(used: dict[str, Any]) -> str:
+    """One line (or a few) saying which columns a run reads and adds, and what was found about them."""
+    if not used:
+        return ""
+    label = f"gold labels from {used['label']!r}" if used.get("label") else "no gold-label column (not evaluated)"
+    encoding = f" ({used['encoding']})" if used.get("encoding") not in (None, "utf-8") else ""
+    lines = [f"text from column {used['text']!r}{encoding}, {label}; added columns "
+             f"{used['added'][0]!r} (P(positive)) and {used['added'][1]!r} (predicted label)"]
+    lines += [f"note: {note}" for note in used.get("notes", [])]
+    return "\n".join(lines)
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """The summary as a few lines for the terminal."""
     lines = [f"scored {summary['scored']} of {summary['rows']} rows into {summary['output']} "
              f"({summary['rows_per_second']} rows/s this run)"]
+    if summary.get("columns_used"):
+        lines.append(describe_columns(summary["columns_used"]))
     if summary["bad_rows"]:
         lines.append(f"{summary['bad_rows']} bad row(s), listed in {summary['bad_rows_file']}; first: "
                      + "; ".join(f"row {r['row']}: {r['error']}" for r in summary["bad_row_examples"][:3]))

@@ -40,8 +40,10 @@ def test_csv_bad_rows(tmp_path: Path, local_backend) -> None:
     assert out[4]["review"] == "caf\ufffd au lait is bad"  # the output stays valid UTF-8
     reported = bad_rows(tmp_path / "out.csv")
     assert [(r["row"], r["id"]) for r in reported] == [(2, "2"), (3, "3"), (4, "4"), (5, "5"), (6, "6")]
-    assert [r["error"] for r in reported] == ["empty text", "empty text", "row has 1 fields, the header has 3",
-                                              "undecodable bytes (not UTF-8)", "row has 4 fields, the header has 3"]
+    assert [r["error"].split(";")[0] for r in reported] == [
+        "empty text", "empty text", "row has 1 fields, the header has 3",
+        "column 'review' is not valid UTF-8 (byte 0xe9 at character 4)", "row has 4 fields, the header has 3"]
+    assert "--encoding cp1252" in reported[3]["error"]  # says what to do
     assert summary["bad_rows"] == 5 and summary["scored"] == 2 and summary["rows"] == 7
 
 
@@ -52,7 +54,7 @@ def test_jsonl_text_and_parquet_bad_rows(tmp_path: Path, local_backend) -> None:
     score_file(jsonl, tmp_path / "out.jsonl", local_backend, OPTIONS)
     assert [(r["row"], r["error"].split(" (")[0]) for r in bad_rows(tmp_path / "out.jsonl")] == [
         (2, "text is not a string"), (3, "missing column 'review'"), (4, "invalid JSON"),
-        (5, "not a JSON object"), (6, "empty line"), (7, "undecodable bytes")]
+        (5, "not a JSON object"), (6, "empty line"), (7, "line is not valid UTF-8")]
     out = read_rows(tmp_path / "out.jsonl")
     assert len(out) == 8 and out[0]["label"] and out[7]["label"] and out[3]["probability"] is None
 

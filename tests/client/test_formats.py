@@ -85,8 +85,10 @@ def test_output_format_from_extension_and_overrides(tmp_path: Path) -> None:
 
 def test_missing_text_column_is_a_clear_error(tmp_path: Path, local_backend) -> None:
     source = write_rows(tmp_path / "in.csv", [{"id": "1", "body": "great"}])
-    with pytest.raises(FormatError, match="no column 'review'"):
+    with pytest.raises(FormatError, match=r"cannot tell which column .* \['id', 'body'\]\); pass --text-column"):
         score_file(source, tmp_path / "out.csv", local_backend, options())
+    with pytest.raises(FormatError, match="no column 'review'"):
+        score_file(source, tmp_path / "out.csv", local_backend, options(text_column="review"))
 
 
 def test_an_output_that_is_a_folder_is_refused(tmp_path: Path, local_backend) -> None:
@@ -99,7 +101,7 @@ def test_an_output_that_is_a_folder_is_refused(tmp_path: Path, local_backend) ->
 def test_added_column_clash_is_refused(tmp_path: Path, local_backend) -> None:
     source = write_rows(tmp_path / "in.jsonl", [{"review": "great", "label": "pos"}])
     with pytest.raises(FormatError, match="already has column"):
-        score_file(source, tmp_path / "out.jsonl", local_backend, options())
+        score_file(source, tmp_path / "out.jsonl", local_backend, options(prediction_column="label"))
     score_file(source, tmp_path / "out.jsonl", local_backend, options(prediction_column="predicted"))
     (row,) = read_rows(tmp_path / "out.jsonl")
     assert row["label"] == "pos" and row["predicted"] in ("positive", "negative")

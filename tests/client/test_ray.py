@@ -90,3 +90,23 @@ def test_ray_scores_an_aclimdb_archive_like_local(ray_cluster, tmp_path: Path, t
     assert ray_summary["rows"] == local_summary["rows"] == 21 and ray_summary["bad_rows"] == 1
     assert ray_summary["bad_row_examples"] == local_summary["bad_row_examples"]
     assert ray_summary["evaluation"] == local_summary["evaluation"]
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), [
+    ("dup.csv", b"review,note,note\ngreat,a,b\n", "repeats column name"),
+    ("surrogate.jsonl", b'{"review": "fine"}\n{"review": "half \\ud83d"}\n', "row 2 holds text that is not valid"),
+    ("latin1.csv", b"review\ncaf\xe9\n", "read as cp1252; --ray reads UTF-8 only"),
+])
+def test_ray_refuses_inputs_its_readers_would_read_differently(tmp_path: Path, tiny_model: Path, name: str,
+                                                               content: bytes, reason: str) -> None:
+    """Refused before any cluster starts, with the reason; --local/--server score these (test_field_cases)."""
+    pytest.importorskip("ray")
+    from client.formats import FormatError
+    from client.ray_scoring import score_with_ray
+    from client.scoring import ScoreOptions
+
+    source = tmp_path / name
+    source.write_bytes(content)
+    options = ScoreOptions(progress=False, encoding="cp1252" if name.startswith("latin1") else None)
+    with pytest.raises(FormatError, match=reason):
+        score_with_ray(source, tmp_path / "out.csv", tiny_model, options)

@@ -52,7 +52,10 @@ def interrupt_midway(tmp_path: Path, model: Path, data: list[dict], sig: signal.
     fifo, output = tmp_path / "in.csv", tmp_path / "out.csv"
     os.mkfifo(fifo)
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cli(fifo, output, model), cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    # Started as a non-interactive shell starts a background job: SIGINT ignored. The scorer
+    # must install its own handler, or the SIGINT case would hang until the timeout.
+    proc = subprocess.Popen(cli(fifo, output, model), cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     with fifo.open("w", encoding="utf-8") as feed:  # opens once the scorer opens its end
         feed.write(csv_text(data[:95], header=True))
         feed.flush()
@@ -62,7 +65,11 @@ def interrupt_midway(tmp_path: Path, model: Path, data: list[dict], sig: signal.
             assert time.monotonic() < deadline, "scorer made no progress in 60 s"
             time.sleep(0.02)
         proc.send_signal(sig)
-        code = proc.wait(timeout=60)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
     fifo.unlink()  # the resumed run reads the same rows from a regular file
     write_rows(fifo, data)
     return output, code
@@ -124,7 +131,9 @@ class ScoringProbe:
         self.reader = open_reader(source, self.run.in_fmt, options.text_column, options.label_column)
 
     def commit_rows(self, start: int, end: int) -> None:
-        spec, skip, _ = self.run.prepare(self.reader.columns, self.reader.text_column)
+        reader = self.reader
+        spec, skip, _ = self.run.prepare(reader.columns, reader.text_column, reader.label_column, reader.notes,
+                                         reader.encoding)
         for chunk in self.reader.chunks(self.run.options.chunk_rows, skip):
             if chunk.start >= end:
                 break
