@@ -34,8 +34,9 @@ from client.scoring import ScoredChunk, ScoreOptions, ScoringRun, already_comple
 
 log = logging.getLogger("client.ray_scoring")
 RAY_INPUTS = ("csv", "tsv", "jsonl", "parquet", "text", "aclimdb")
-# aclImdb rows the reader could not decode carry the reason here (scored by nobody, listed as
-# bad rows like --local does); the column is dropped before anything is written.
+# Why a row was not scored: aclImdb rows the reader could not decode, and texts the actors
+# refuse as --local does (over the length limit, nothing to read); listed as bad rows, and
+# the column is dropped before anything is written.
 ERROR_COLUMN = "__score_error"
 ACLIMDB_BLOCK_ROWS = 4096
 
@@ -63,15 +64,22 @@ class ScoringActor:
         import pyarrow as pa
 
         texts = batch.column(self.text_column).to_pylist()
+        errors = known_errors(batch)
         # The same rule the driver applies when it lists bad rows (client.formats.arrow_chunk).
-        good = [i for i, (t, e) in enumerate(zip(texts, known_errors(batch), strict=True))
-                if e is None and text_error(t) is None]
+        good = [i for i, (t, e) in enumerate(zip(texts, errors, strict=True)) if e is None and text_error(t) is None]
         probabilities: list[float | None] = [None] * len(texts)
         labels: list[str | None] = [None] * len(texts)
         if good:
-            scored = self.model.probabilities([texts[i] for i in good])
-            for i, p, label in zip(good, scored.tolist(), self.model.labels_for(scored), strict=True):
-                probabilities[i], labels[i] = p, label
+            scored = self.model.score([texts[i] for i in good])  # refuses what the server refuses, as --local
+            for i, p, label, error in zip(good, scored.probabilities.tolist(),
+                                          self.model.labels_for(scored.probabilities), scored.errors, strict=True):
+                if error is None:
+                    probabilities[i], labels[i] = p, label
+                else:
+                    errors[i] = error
+        if ERROR_COLUMN in batch.column_names:
+            batch = batch.drop_columns([ERROR_COLUMN])
+        batch = batch.append_column(ERROR_COLUMN, pa.array(errors, type=pa.string()))
         batch = batch.append_column(self.probability_column,
                                     pa.array(np.array(probabilities, dtype=object), type=pa.float32()))
         return batch.append_column(self.prediction_column, pa.array(labels, type=pa.string()))

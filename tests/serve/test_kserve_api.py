@@ -157,7 +157,8 @@ def test_typed_contents_get_typed_answers(server: ServerThread, reference) -> No
 
 def test_raw_contents_get_raw_answers(server: ServerThread, reference) -> None:
     reply = stub(server).ModelInfer(raw_request([t.encode() for t in REVIEWS]), timeout=TIMEOUT)
-    assert [o.name for o in reply.outputs] == ["probability", "label"] and len(reply.raw_output_contents) == 2
+    assert [o.name for o in reply.outputs] == ["probability", "label", "known_word_fraction"]
+    assert len(reply.raw_output_contents) == 3
     probability = np.frombuffer(reply.raw_output_contents[0], dtype="<f4")
     np.testing.assert_allclose(probability, reference(REVIEWS), atol=1e-6, rtol=0)
     labels = decode_bytes_tensor(reply.raw_output_contents[1], len(REVIEWS))
