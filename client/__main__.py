@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override the format guessed from --output")
     score.add_argument("--probability-column", default="probability", help="name of the added P(positive) column")
     score.add_argument("--prediction-column", default="label", help="name of the added predicted-label column")
+    score.add_argument("--known-column", default="known_word_fraction",
+                       help="name of the added column with the share of each review's words the model knew "
+                            "(low: the model could not read it; not written to text output)")
     score.add_argument("--batch-size", type=_positive, default=64, help="texts per inference batch / request")
     score.add_argument("--chunk-rows", type=_positive, default=4096,
                        help="rows read, scored and committed together (the unit of --resume)")
@@ -143,7 +146,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for text, p in zip(args.texts, predictions, strict=True):
         if args.json:
             print(json.dumps({"text": text, "label": p.label, "probability": p.probability,
-                              "model": p.model, "version": p.version}, ensure_ascii=False))
+                              "known_word_fraction": p.known_word_fraction, "model": p.model, "version": p.version},
+                             ensure_ascii=False))
         else:
             print(f"{p.label}\t{p.probability:.4f}\t{text[:80]}")
     return 0
@@ -175,7 +179,8 @@ def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         text_column=args.text_column, id_column=args.id_column or None, label_column=args.label_column or None,
         input_format=args.input_format, output_format=args.output_format,
         probability_column=args.probability_column, prediction_column=args.prediction_column,
-        chunk_rows=args.chunk_rows, resume=args.resume, fail_on_bad_rows=args.fail_on_bad_rows,
+        known_column=args.known_column, chunk_rows=args.chunk_rows, resume=args.resume,
+        fail_on_bad_rows=args.fail_on_bad_rows,
         bad_rows_path=args.bad_rows, summary_path=args.summary, progress=not args.no_progress)
     if args.local and any(getattr(args, name) for name in SECURITY_FLAGS):
         parser.error("--tls* and --token-file apply to --server scoring, not --local/--ray")

@@ -54,7 +54,7 @@ class Prediction:
     probability: float
     model: str = ""
     version: int = 0
-    known_word_fraction: float = 0.0  # share of its words the vocabulary knew whole (0 from older servers)
+    known_word_fraction: float | None = None  # share of its words the vocabulary knew whole (None: older server)
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,8 @@ class Security:
 
 
 def _prediction(message: Any, model: Any) -> Prediction:
-    return Prediction(message.label, message.probability, model.name, int(model.version), message.known_word_fraction)
+    known = message.known_word_fraction if message.HasField("known_word_fraction") else None
+    return Prediction(message.label, message.probability, model.name, int(model.version), known)
 
 
 class SentimentClient:

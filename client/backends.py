@@ -22,8 +22,9 @@ if TYPE_CHECKING:
     from client.api import Security
 
 # What a backend returns for a list of texts, in their order: P(positive) (float32), the
-# label, and per text either None or why it could not be scored (then its label is None).
-Scores = tuple[np.ndarray, list[str | None], list[str | None]]
+# label, per text either None or why it could not be scored (then its label is None), and
+# the share of its words the model's vocabulary knew whole (None: refused, or not answered).
+Scores = tuple[np.ndarray, list[str | None], list[str | None], list[float | None]]
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class LocalScores:
 
 
 class Backend(Protocol):
-    """Anything that scores texts: ``score(texts) -> (probabilities, labels, errors)``, order kept."""
+    """Anything that scores texts: ``score(texts) -> (probabilities, labels, errors, known)``, order kept."""
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -167,7 +168,8 @@ class LocalBackend:
         scored = self.local.score(texts)
         labels = self.local.labels_for(scored.probabilities)
         return (scored.probabilities, [None if e else label for label, e in zip(labels, scored.errors, strict=True)],
-                scored.errors)
+                scored.errors, [None if e else k for k, e in zip(scored.known_word_fractions.tolist(), scored.errors,
+                                                                 strict=True)])
 
     def close(self) -> None:
         """Nothing to release: the session goes with the object."""
@@ -243,7 +245,8 @@ class ServerBackend:
                 for row, prediction, error in zip(rows, answered, refused, strict=True):
                     predictions[row], errors[row] = prediction, error
         probabilities = np.array([np.nan if p is None else p.probability for p in predictions], dtype=np.float32)
-        return probabilities, [None if p is None else p.label for p in predictions], errors
+        return (probabilities, [None if p is None else p.label for p in predictions], errors,
+                [None if p is None else p.known_word_fraction for p in predictions])
 
     def _one_by_one(self, batch: list[str]) -> tuple[list[Any], list[str | None]]:
         """One request's texts as one PredictBatch, or, if the server refuses it, text by text."""

@@ -38,6 +38,7 @@ RAY_INPUTS = ("csv", "tsv", "jsonl", "parquet", "text", "aclimdb")
 # refuse as --local does (over the length limit, nothing to read); listed as bad rows, and
 # the column is dropped before anything is written.
 ERROR_COLUMN = "__score_error"
+KNOWN_COLUMN = "__known_word_fraction"  # each row's known-word fraction, written under --known-column's name
 ACLIMDB_BLOCK_ROWS = 4096
 
 
@@ -69,17 +70,20 @@ class ScoringActor:
         good = [i for i, (t, e) in enumerate(zip(texts, errors, strict=True)) if e is None and text_error(t) is None]
         probabilities: list[float | None] = [None] * len(texts)
         labels: list[str | None] = [None] * len(texts)
+        known: list[float | None] = [None] * len(texts)
         if good:
             scored = self.model.score([texts[i] for i in good])  # refuses what the server refuses, as --local
-            for i, p, label, error in zip(good, scored.probabilities.tolist(),
-                                          self.model.labels_for(scored.probabilities), scored.errors, strict=True):
+            for i, p, label, error, k in zip(good, scored.probabilities.tolist(),
+                                             self.model.labels_for(scored.probabilities), scored.errors,
+                                             scored.known_word_fractions.tolist(), strict=True):
                 if error is None:
-                    probabilities[i], labels[i] = p, label
+                    probabilities[i], labels[i], known[i] = p, label, k
                 else:
                     errors[i] = error
         if ERROR_COLUMN in batch.column_names:
             batch = batch.drop_columns([ERROR_COLUMN])
         batch = batch.append_column(ERROR_COLUMN, pa.array(errors, type=pa.string()))
+        batch = batch.append_column(KNOWN_COLUMN, pa.array(np.array(known, dtype=object), type=pa.float32()))
         batch = batch.append_column(self.probability_column,
                                     pa.array(np.array(probabilities, dtype=object), type=pa.float32()))
         return batch.append_column(self.prediction_column, pa.array(labels, type=pa.string()))
@@ -168,11 +172,12 @@ def scored_chunks(scored: Any, chunk_rows: int, skip: int, text_column: str, lab
         probabilities = table.column(probability_column).to_pylist()
         labels = table.column(prediction_column).to_pylist()
         refused = known_errors(table)
-        table = table.drop_columns([c for c in (probability_column, prediction_column, ERROR_COLUMN)
+        known = table.column(KNOWN_COLUMN).to_pylist()
+        table = table.drop_columns([c for c in (probability_column, prediction_column, ERROR_COLUMN, KNOWN_COLUMN)
                                     if c in table.column_names]).combine_chunks()
         batch = table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
         chunk = arrow_chunk(start, batch, text_column, label_column, refused)
-        yield ScoredChunk(chunk, probabilities, labels, chunk.errors)
+        yield ScoredChunk(chunk, probabilities, labels, chunk.errors, known)
         start += batch.num_rows
 
 
@@ -207,7 +212,7 @@ def score_with_ray(input_path: str | Path, output: str | Path, model_path: str |
         context.execution_options.preserve_order = True  # blocks reach the driver in input order
         context.enable_progress_bars = False  # the driver's bar counts committed rows
         dataset = _read(ray, input_path, in_fmt, header, options.label_column)
-        columns = [c for c in dataset.schema().names if c != ERROR_COLUMN]
+        columns = [c for c in dataset.schema().names if c not in (ERROR_COLUMN, KNOWN_COLUMN)]
         if text_column not in columns:
             raise FormatError(f"{input_path}: no column {text_column!r} (columns: {columns})")
         label_column = options.label_column if options.label_column in columns else None

@@ -66,6 +66,7 @@ class ScoreOptions:
     output_format: str | None = None
     probability_column: str = "probability"
     prediction_column: str = "label"
+    known_column: str = "known_word_fraction"  # share of each text's words the model knew (not in text output)
     chunk_rows: int = 4096  # rows per committed part: the most a crash can cost
     resume: bool = False
     fail_on_bad_rows: bool = False
@@ -76,12 +77,13 @@ class ScoreOptions:
 
 @dataclass
 class ScoredChunk:
-    """A chunk with its scores: per row P(positive) and label, or None and why (``errors``)."""
+    """A chunk with its scores: per row P(positive), label and known-word fraction, or None and why (``errors``)."""
 
     chunk: Chunk
     probabilities: list[float | None]
     labels: list[str | None]
     errors: list[str | None]
+    known: list[float | None] | None = None  # None: no row has one
 
 
 @dataclass
@@ -190,13 +192,13 @@ class ScoringRun:
     def prepare(self, columns: list[str], text_column: str) -> tuple[OutputSpec, int, list[tuple[Path, PartStats]]]:
         """Create or reopen the staging folder; returns the spec, first row to score, and parts."""
         spec = OutputSpec(self.out_fmt, columns, text_column, self.options.probability_column,
-                          self.options.prediction_column)
+                          self.options.prediction_column, known_column=self.options.known_column)
         spec.check()
         model = self.backend.describe()
         expected = {"version": STATE_VERSION, **_input_fingerprint(self.input_path), "input_format": self.in_fmt,
                     "output_format": self.out_fmt, "columns": columns, "text_column": text_column,
                     "label_column": self.options.label_column,
-                    "added_columns": [spec.probability_column, spec.label_column],
+                    "added_columns": [spec.probability_column, spec.label_column, spec.known_column],
                     "model": {"name": model.get("model"), "version": model.get("version")}}
         state_path = self.staging / STATE_FILE
         if state_path.is_file():
@@ -216,16 +218,17 @@ class ScoringRun:
         good = [i for i, text in enumerate(chunk.texts) if text is not None]
         probabilities: list[float | None] = [None] * len(chunk)
         labels: list[str | None] = [None] * len(chunk)
+        known: list[float | None] = [None] * len(chunk)
         errors = list(chunk.errors)
         if good:
-            probs, predicted, refused = self.backend.score([chunk.texts[i] for i in good])  # type: ignore[misc]
-            for i, p, label, error in zip(good, np.asarray(probs, dtype=np.float32).tolist(), predicted, refused,
-                                          strict=True):
+            probs, predicted, refused, fractions = self.backend.score([chunk.texts[i] for i in good])  # type: ignore[misc]
+            for i, p, label, error, k in zip(good, np.asarray(probs, dtype=np.float32).tolist(), predicted, refused,
+                                             fractions, strict=True):
                 if error is None:
-                    probabilities[i], labels[i] = p, label
+                    probabilities[i], labels[i], known[i] = p, label, k
                 else:  # the backend could not score it: a bad row like any other
                     errors[i] = error
-        return ScoredChunk(chunk, probabilities, labels, errors)
+        return ScoredChunk(chunk, probabilities, labels, errors, known)
 
     def account(self, scored: ScoredChunk) -> PartStats:
         """The part's bad rows (with row numbers and ids) and confusion counts."""
@@ -251,7 +254,7 @@ class ScoringRun:
         name = _part_name(stats.start, stats.end, self.ext)
         part, twin = self.staging / name, (self.staging / name).with_suffix(".json")
         tmp_part, tmp_twin = self.staging / f".tmp-{name}", self.staging / f".tmp-{twin.name}"
-        write_part(tmp_part, spec, scored.chunk, scored.probabilities, scored.labels)
+        write_part(tmp_part, spec, scored.chunk, scored.probabilities, scored.labels, scored.known)
         with tmp_part.open("rb+") as handle:
             os.fsync(handle.fileno())
         _fsync_write(tmp_twin, json.dumps(asdict(stats)))
