@@ -134,9 +134,9 @@ class Vocabulary:
 
     def known_word_fraction(self, ids: Sequence[int]) -> float:
         """Share of the words in ``ids`` (each a first piece and its ``##`` continuations) that
-        the vocabulary holds whole: one piece, not the unknown token. 1.0 for ordinary English
-        reviews, lower for misspelt, foreign or non-Latin text (German ~0.5, Chinese ~0.4,
-        Japanese 0.0 in docs/model-repository.md's measurements); 0.0 for no ids.
+        the vocabulary holds whole: one piece, not the unknown token. About 0.96 for English
+        reviews, lower for foreign, non-Latin or garbled text (German ~0.5, Chinese ~0.4,
+        Japanese 0.0: docs/model-repository.md); 0.0 for no ids.
         """
         tokens = np.asarray(ids, dtype=np.int64)
         if tokens.size == 0:
