@@ -58,9 +58,9 @@ def ceiling(model: str, texts: list[str], threads: int, batch_size: int) -> dict
     from client.backends import LocalModel
 
     local = LocalModel(model, threads, batch_size)
-    local.probabilities(texts[:256])  # warm-up
+    local.score(texts[:256])  # warm-up
     started = time.perf_counter()
-    local.probabilities(texts)
+    local.score(texts)
     seconds = time.perf_counter() - started
     return {"backend": "in-process ceiling", "texts": len(texts), "seconds": seconds,
             "texts_per_s": len(texts) / seconds}

@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override the format guessed from --output")
     for flag, text in _READING_FLAGS:  # all default to None: detected, or the format's own
         score.add_argument(flag, default=None, help=text)
+    score.add_argument("--known-column", default=None,
+                       help="name of the added column with the share of each review's words the model knew "
+                            "(low: the model could not read it; not written to text output)")
     score.add_argument("--batch-size", type=_positive, default=64, help="texts per inference batch / request")
     score.add_argument("--chunk-rows", type=_positive, default=4096,
                        help="rows read, scored and committed together (the unit of --resume)")
@@ -161,7 +164,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for text, p in zip(texts, predictions, strict=True):
         if args.json:
             print(json.dumps({"text": text, "label": p.label, "probability": p.probability,
-                              "model": p.model, "version": p.version}, ensure_ascii=False))
+                              "known_word_fraction": p.known_word_fraction, "model": p.model, "version": p.version},
+                             ensure_ascii=False))
         else:
             print(f"{p.label}\t{p.probability:.4f}\t{text[:80]}")
     return 0
@@ -194,7 +198,8 @@ def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         input_format=args.input_format, output_format=args.output_format, encoding=args.encoding,
         delimiter=args.delimiter,
         probability_column=args.probability_column, prediction_column=args.prediction_column,
-        chunk_rows=args.chunk_rows, resume=args.resume, fail_on_bad_rows=args.fail_on_bad_rows,
+        known_column=args.known_column, chunk_rows=args.chunk_rows, resume=args.resume,
+        fail_on_bad_rows=args.fail_on_bad_rows,
         bad_rows_path=args.bad_rows, summary_path=args.summary, progress=not args.no_progress)
     if args.local and any(getattr(args, name) for name in SECURITY_FLAGS):
         parser.error("--tls* and --token-file apply to --server scoring, not --local/--ray")

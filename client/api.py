@@ -20,6 +20,7 @@ A server with TLS and/or token auth (docs/security.md) takes a :class:`Security`
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -54,6 +55,23 @@ class Prediction:
     probability: float
     model: str = ""
     version: int = 0
+    known_word_fraction: float | None = None  # share of its words the vocabulary knew whole (None: older server)
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What a server accepts (sentiment.v1 ``GetLimits``): message bytes, texts per request, characters per text."""
+
+    max_message_bytes: int
+    max_texts_per_request: int
+    max_chars_per_text: int
+
+
+# Assumed of a server that does not advertise its limits (one older than GetLimits): gRPC's
+# own default receive limit (4 MiB, what a server gets unless it raises it) and this
+# project's documented defaults for the rest.
+DEFAULT_SERVER_LIMITS = ServerLimits(max_message_bytes=4 * 1024 * 1024, max_texts_per_request=1024,
+                                     max_chars_per_text=100_000)
 
 
 @dataclass(frozen=True)
@@ -164,7 +182,8 @@ def require_encodable(texts: Iterable[str], where: str = "") -> None:
 
 
 def _prediction(message: Any, model: Any) -> Prediction:
-    return Prediction(message.label, message.probability, model.name, int(model.version))
+    known = message.known_word_fraction if message.HasField("known_word_fraction") else None
+    return Prediction(message.label, message.probability, model.name, int(model.version), known)
 
 
 class SentimentClient:
@@ -187,6 +206,7 @@ class SentimentClient:
         options = [("grpc.max_send_message_length", max_message_bytes),
                    ("grpc.max_receive_message_length", max_message_bytes), *security.channel_options()]
         self.target = target
+        self.max_message_bytes = max_message_bytes
         self.timeout_s = timeout_s
         self.retry = retry or RetryPolicy()
         self._metadata = security.metadata()
@@ -235,6 +255,19 @@ class SentimentClient:
                 "last_reload": None if last is None else {
                     "trigger": last.trigger, "version": last.version, "outcome": last.outcome,
                     "message": last.message, "finished_unix_s": last.finished_unix_s}}
+
+    def limits(self) -> ServerLimits:
+        """The server's advertised limits, capped by this client's own message size; the
+        defaults (:data:`DEFAULT_SERVER_LIMITS`) from a server that predates ``GetLimits``."""
+        try:
+            r = with_retries(lambda: self._stub.GetLimits(sentiment_pb2.GetLimitsRequest(), timeout=self.timeout_s,
+                                                          metadata=self._metadata), self.retry)
+            limits = ServerLimits(r.max_message_bytes, r.max_texts_per_request, r.max_chars_per_text)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+            limits = DEFAULT_SERVER_LIMITS
+        return dataclasses.replace(limits, max_message_bytes=min(limits.max_message_bytes, self.max_message_bytes))
 
     def predict_batch(self, texts: list[str]) -> list[Prediction]:
         """Score several reviews in one request; results in the order of ``texts``.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,12 +22,24 @@ if TYPE_CHECKING:
     from client.api import Security
 
 # What a backend returns for a list of texts, in their order: P(positive) (float32), the
-# label, and per text either None or why it could not be scored (then its label is None).
-Scores = tuple[np.ndarray, list[str | None], list[str | None]]
+# label, per text either None or why it could not be scored (then its label is None), and
+# the share of its words the model's vocabulary knew whole (None: refused, or not answered).
+Scores = tuple[np.ndarray, list[str | None], list[str | None], list[float | None]]
+
+
+@dataclass(frozen=True)
+class LocalScores:
+    """:meth:`LocalModel.score`'s answer, per text in input order: P(positive) float32 [N]
+    (NaN when refused), the share of its words the vocabulary knew whole float32 [N] (NaN
+    when refused), and None or why the text was refused (the server's words)."""
+
+    probabilities: np.ndarray
+    known_word_fractions: np.ndarray
+    errors: list[str | None]
 
 
 class Backend(Protocol):
-    """Anything that scores texts: ``score(texts) -> (probabilities, labels, errors)``, order kept."""
+    """Anything that scores texts: ``score(texts) -> (probabilities, labels, errors, known)``, order kept."""
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -83,38 +96,53 @@ class LocalModel:
     """
 
     def __init__(self, model_path: str | Path, threads: int = 1, batch_size: int = 64,
-                 precision: str = "fp32") -> None:
-        from runtime.repository import load_version, open_session
+                 precision: str = "fp32", max_chars: int | None = None) -> None:
+        from runtime.preprocessing import MAX_CHARS_PER_TEXT, Vocabulary
+        from runtime.repository import load_version, open_session, rows_per_run
 
         repository, name, version = split_model_path(model_path)
         self.model = load_version(repository, name, version)
         self.tokenizer = self.model.load_tokenizer()
+        self.vocabulary = Vocabulary.of(self.tokenizer, self.model.unk_id)
         self.session = open_session(self.model, precision, session_options(threads))
         self.batch_size = batch_size
+        self.rows_per_run = rows_per_run(precision, batch_size)  # int8: one text per run, as the server does
         self.precision = precision
         self.threads = threads
+        self.max_chars = MAX_CHARS_PER_TEXT if max_chars is None else max_chars
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """P(positive) per text, float32, in input order.
+    def score(self, texts: Sequence[str]) -> LocalScores:
+        """Score ``texts`` with the server's rules: the same refusals (empty, over ``max_chars``,
+        nothing to read after cleaning) and the same probability for every text.
 
-        Texts are sorted by token count and batched in that order, so each batch pads to
-        nearly its own length; the model's output for a row does not depend on padding.
+        Texts are sorted by token count and run in that order, ``rows_per_run`` at a time, so
+        each run pads to nearly its own length; an fp32 row's output does not depend on
+        padding, and int8 rows run alone.
         """
-        from runtime.preprocessing import encode_texts, pad_batch
+        from runtime.preprocessing import NOTHING_TO_READ, encode_for_model, pad_batch, text_problem
 
         model = self.model
-        ids: list[np.ndarray] = []
-        for start in range(0, len(texts), ENCODE_BATCH):
-            ids.extend(np.asarray(seq, dtype=np.int64) for seq in encode_texts(
-                self.tokenizer, texts[start:start + ENCODE_BATCH], model.max_tokens, model.head_tokens, model.unk_id))
-        order = np.argsort(np.fromiter((len(seq) for seq in ids), dtype=np.int64, count=len(ids)), kind="stable")
-        out = np.empty(len(ids), dtype=np.float32)
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        errors: list[str | None] = [text_problem(text, self.max_chars) for text in texts]
+        good = [i for i, error in enumerate(errors) if error is None]
+        ids: dict[int, list[int]] = {}
+        known = np.full(len(texts), np.nan, dtype=np.float32)
+        for start in range(0, len(good), ENCODE_BATCH):
+            rows = good[start:start + ENCODE_BATCH]
+            encoded = encode_for_model(self.tokenizer, self.vocabulary, [texts[i] for i in rows], model.max_tokens,
+                                       model.head_tokens)
+            for i, x in zip(rows, encoded, strict=True):
+                if x is None:
+                    errors[i] = NOTHING_TO_READ
+                else:
+                    ids[i], known[i] = x.ids, x.known_word_fraction
+        order = sorted(ids, key=lambda i: len(ids[i]))
+        out = np.full(len(texts), np.nan, dtype=np.float32)
+        for start in range(0, len(order), self.rows_per_run):
+            rows = order[start:start + self.rows_per_run]
             input_ids, lengths = pad_batch([ids[i] for i in rows], model.pad_id)
             (probability,) = self.session.run(["probability"], {"input_ids": input_ids, "lengths": lengths})
             out[rows] = probability
-        return out
+        return LocalScores(out, known, [None if e is None else f"text {e}" for e in errors])
 
     def labels_for(self, probabilities: np.ndarray) -> list[str]:
         negative, positive = self.model.labels
@@ -137,21 +165,27 @@ class LocalBackend:
                 "precision": self.local.precision, "threads": self.local.threads}
 
     def score(self, texts: Sequence[str]) -> Scores:
-        probabilities = self.local.probabilities(texts)
-        return probabilities, list(self.local.labels_for(probabilities)), [None] * len(texts)
+        scored = self.local.score(texts)
+        labels = self.local.labels_for(scored.probabilities)
+        return (scored.probabilities, [None if e else label for label, e in zip(labels, scored.errors, strict=True)],
+                scored.errors, [None if e else k for k, e in zip(scored.known_word_fractions.tolist(), scored.errors,
+                                                                 strict=True)])
 
     def close(self) -> None:
         """Nothing to release: the session goes with the object."""
 
 
 class ServerBackend:
-    """The gRPC server's PredictStream: ``batch_size`` texts per request, ``concurrency`` in flight.
+    """The gRPC server's PredictStream: requests of up to ``batch_size`` texts, ``concurrency`` in flight.
 
-    Each call of :meth:`score` is one stream (a chunk of the input). Its deadline grows
-    with the number of request waves it holds, so a large chunk is not cut short, while a
-    stuck server still fails the call. UNAVAILABLE and RESOURCE_EXHAUSTED are retried with
-    backoff, re-sending only the unanswered requests. ``security`` (a :class:`client.api.Security`)
-    carries TLS files and the bearer token; ``credentials`` hand-built grpc channel credentials.
+    Requests are also cut to the server's advertised limits (texts per request, message
+    bytes; :mod:`client.sizing`), and a text over its characters-per-text limit is a bad row
+    with the server's own words, without a round trip. Each call of :meth:`score` is one
+    stream (a chunk of the input). Its deadline grows with the number of request waves it
+    holds, so a large chunk is not cut short, while a stuck server still fails the call.
+    UNAVAILABLE and RESOURCE_EXHAUSTED are retried with backoff, re-sending only the
+    unanswered requests. ``security`` (a :class:`client.api.Security`) carries TLS files and
+    the bearer token; ``credentials`` hand-built grpc channel credentials.
     """
 
     def __init__(self, target: str, batch_size: int = 64, concurrency: int = 8, timeout_s: float = 30.0,
@@ -163,6 +197,7 @@ class ServerBackend:
         self.concurrency = concurrency
         self.timeout_s = timeout_s
         self._model: tuple[str, int] | None = None
+        self._limits: Any = None
 
     def describe(self) -> dict[str, Any]:
         if self._model is None:
@@ -173,53 +208,66 @@ class ServerBackend:
                 "version": self._model[1]}
 
     @property
+    def limits(self) -> Any:
+        """The server's :class:`client.api.ServerLimits`, asked once."""
+        if self._limits is None:
+            self._limits = self.client.limits()
+        return self._limits
+
+    @property
     def labels(self) -> tuple[str, str]:
         return "negative", "positive"  # fixed by sentiment.v1
 
     def score(self, texts: Sequence[str]) -> Scores:
         import grpc
 
-        batches = {str(i): list(texts[s:s + self.batch_size])
-                   for i, s in enumerate(range(0, len(texts), self.batch_size))}
+        from client.sizing import plan_requests
+
+        requests, errors = plan_requests(texts, self.limits, self.batch_size)
+        batches = {str(i): [texts[row] for row in rows] for i, rows in enumerate(requests)}
         waves = max(1, math.ceil(len(batches) / self.concurrency))
+        predictions: list[Any] = [None] * len(texts)
         try:
             results = self.client.score_stream(batches, window=self.concurrency, timeout_s=self.timeout_s * waves)
-            predictions: list[Any] = [p for i in range(len(batches)) for p in results[str(i)]]
-            errors: list[str | None] = [None] * len(texts)
+            for i, rows in enumerate(requests):
+                answered = results[str(i)]
+                if len(answered) != len(rows):
+                    raise RuntimeError(f"server answered {len(answered)} predictions for {len(rows)} texts")
+                for row, prediction in zip(rows, answered, strict=True):
+                    predictions[row] = prediction
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                 raise
-            # A text the server refuses (say, over its length limit) ended the stream: score
+            # A text the server refuses (say, one with nothing to read) ended the stream: score
             # request by request, then text by text, so only the refused texts go unscored.
-            predictions, errors = self._one_by_one(list(texts))
-        if len(predictions) != len(texts):
-            raise RuntimeError(f"server answered {len(predictions)} predictions for {len(texts)} texts")
+            for rows in requests:
+                answered, refused = self._one_by_one([texts[row] for row in rows])
+                for row, prediction, error in zip(rows, answered, refused, strict=True):
+                    predictions[row], errors[row] = prediction, error
         probabilities = np.array([np.nan if p is None else p.probability for p in predictions], dtype=np.float32)
-        return probabilities, [None if p is None else p.label for p in predictions], errors
+        return (probabilities, [None if p is None else p.label for p in predictions], errors,
+                [None if p is None else p.known_word_fraction for p in predictions])
 
-    def _one_by_one(self, texts: list[str]) -> tuple[list[Any], list[str | None]]:
+    def _one_by_one(self, batch: list[str]) -> tuple[list[Any], list[str | None]]:
+        """One request's texts as one PredictBatch, or, if the server refuses it, text by text."""
         import grpc
 
+        try:
+            return self.client.predict_batch(batch), [None] * len(batch)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
         predictions: list[Any] = []
         errors: list[str | None] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = texts[start:start + self.batch_size]
+        for text in batch:
             try:
-                predictions += self.client.predict_batch(batch)
-                errors += [None] * len(batch)
-                continue
+                predictions.append(self.client.predict(text))
+                errors.append(None)
             except grpc.RpcError as exc:
                 if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
                     raise
-            for text in batch:
-                try:
-                    predictions.append(self.client.predict(text))
-                    errors.append(None)
-                except grpc.RpcError as exc:
-                    if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                        raise
-                    predictions.append(None)
-                    errors.append(f"server refused the text: {exc.details()}")
+                predictions.append(None)
+                errors.append(f"server refused the text: {exc.details()}")
         return predictions, errors
 
     def close(self) -> None:

@@ -29,6 +29,8 @@ LABEL_NAMES = ("sentiment", "label", "labels", "polarity", "gold_label")
 PROBABILITY = "probability"
 BOM = "\ufeff"
 PREDICTION = "label"
+# The share of a review's words the model knew (docs/batch-scoring.md): low means it could not read it.
+KNOWN = "known_word_fraction"
 
 
 class ColumnError(ValueError):
@@ -136,22 +138,24 @@ def _choose_label(columns: Sequence[str], repeated: dict[str, list[str]], text: 
     return found[0] if found else None
 
 
-def added_columns(columns: Sequence[str], probability: str | None, prediction: str | None) -> tuple[str, str]:
-    """Names of the added P(positive) and predicted-label columns for an input with ``columns``.
+def added_columns(columns: Sequence[str], probability: str | None, prediction: str | None,
+                  known: str | None = None) -> tuple[str, str, str]:
+    """Names of the added P(positive), predicted-label and known-word-fraction columns for an
+    input with ``columns``.
 
-    Given names (flags) are used as they are, and refused when the input has them; default
-    names step aside (``predicted_<name>``, then ``predicted_<name>_2`` ...).
+    Given names (flags) are used as they are, and refused when the input has them or when two
+    are the same; default names step aside (``predicted_<name>``, then ``predicted_<name>_2`` ...).
     """
     taken = set(columns)
-    given = [name for name in (probability, prediction) if name is not None]
+    given = [name for name in (probability, prediction, known) if name is not None]
     clash = sorted(set(given) & taken)
     if clash:
         raise ColumnError(f"the input already has column(s) {clash}: name the added columns differently with "
-                          "--probability-column/--prediction-column")
-    if probability is not None and probability == prediction:
-        raise ColumnError(f"--probability-column and --prediction-column are both {probability!r}")
+                          "--probability-column/--prediction-column/--known-column")
+    if len(set(given)) < len(given):
+        raise ColumnError(f"--probability-column, --prediction-column and --known-column must differ (got {given})")
     names = []
-    for name, default in ((probability, PROBABILITY), (prediction, PREDICTION)):
+    for name, default in ((probability, PROBABILITY), (prediction, PREDICTION), (known, KNOWN)):
         if name is None:
             name, number = default, 1
             while name in taken or name in given:
@@ -159,4 +163,4 @@ def added_columns(columns: Sequence[str], probability: str | None, prediction: s
                 name = f"predicted_{default}" if number == 2 else f"predicted_{default}_{number - 1}"
         taken.add(name)
         names.append(name)
-    return names[0], names[1]
+    return names[0], names[1], names[2]

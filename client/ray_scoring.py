@@ -34,9 +34,11 @@ from client.scoring import ScoredChunk, ScoreOptions, ScoringRun, already_comple
 
 log = logging.getLogger("client.ray_scoring")
 RAY_INPUTS = ("csv", "tsv", "jsonl", "parquet", "text", "aclimdb")
-# aclImdb rows the reader could not decode carry the reason here (scored by nobody, listed as
-# bad rows like --local does); the column is dropped before anything is written.
+# Why a row was not scored: aclImdb rows the reader could not decode, and texts the actors
+# refuse as --local does (over the length limit, nothing to read); listed as bad rows, and
+# the column is dropped before anything is written.
 ERROR_COLUMN = "__score_error"
+KNOWN_COLUMN = "__known_word_fraction"  # each row's known-word fraction, written under --known-column's name
 ACLIMDB_BLOCK_ROWS = 4096
 
 
@@ -63,15 +65,26 @@ class ScoringActor:
         import pyarrow as pa
 
         texts, undecodable = text_values(batch.column(self.text_column), self.text_column)
+        errors = known_errors(batch)
         # The same rule the driver applies when it lists bad rows (client.formats.arrow_chunk).
-        good = [i for i, (t, e, u) in enumerate(zip(texts, known_errors(batch), undecodable, strict=True))
+        good = [i for i, (t, e, u) in enumerate(zip(texts, errors, undecodable, strict=True))
                 if e is None and u is None and text_error(t) is None]
         probabilities: list[float | None] = [None] * len(texts)
         labels: list[str | None] = [None] * len(texts)
+        known: list[float | None] = [None] * len(texts)
         if good:
-            scored = self.model.probabilities([texts[i] for i in good])
-            for i, p, label in zip(good, scored.tolist(), self.model.labels_for(scored), strict=True):
-                probabilities[i], labels[i] = p, label
+            scored = self.model.score([texts[i] for i in good])  # refuses what the server refuses, as --local
+            for i, p, label, error, k in zip(good, scored.probabilities.tolist(),
+                                             self.model.labels_for(scored.probabilities), scored.errors,
+                                             scored.known_word_fractions.tolist(), strict=True):
+                if error is None:
+                    probabilities[i], labels[i], known[i] = p, label, k
+                else:
+                    errors[i] = error
+        if ERROR_COLUMN in batch.column_names:
+            batch = batch.drop_columns([ERROR_COLUMN])
+        batch = batch.append_column(ERROR_COLUMN, pa.array(errors, type=pa.string()))
+        batch = batch.append_column(KNOWN_COLUMN, pa.array(np.array(known, dtype=object), type=pa.float32()))
         batch = batch.append_column(self.probability_column,
                                     pa.array(np.array(probabilities, dtype=object), type=pa.float32()))
         return batch.append_column(self.prediction_column, pa.array(labels, type=pa.string()))
@@ -178,14 +191,16 @@ def scored_chunks(scored: Any, chunk_rows: int, skip: int, text_column: str, lab
         probabilities = table.column(probability_column).to_pylist()
         labels = table.column(prediction_column).to_pylist()
         refused = known_errors(table)
-        table = table.drop_columns([c for c in (probability_column, prediction_column, ERROR_COLUMN)
+        known = table.column(KNOWN_COLUMN).to_pylist()
+        table = table.drop_columns([c for c in (probability_column, prediction_column, ERROR_COLUMN, KNOWN_COLUMN)
                                     if c in table.column_names]).combine_chunks()
         batch = table.to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], schema=table.schema)
         chunk = arrow_chunk(start, batch, text_column, label_column, refused)
         # A row the driver finds bad (say, another column that is not UTF-8) is not scored either.
         probabilities = [None if e else p for p, e in zip(probabilities, chunk.errors, strict=True)]
         labels = [None if e else label for label, e in zip(labels, chunk.errors, strict=True)]
-        yield ScoredChunk(chunk, probabilities, labels, chunk.errors)
+        known = [None if e else k for k, e in zip(known, chunk.errors, strict=True)]
+        yield ScoredChunk(chunk, probabilities, labels, chunk.errors, known)
         start += batch.num_rows
 
 
@@ -224,7 +239,7 @@ def score_with_ray(input_path: str | Path, output: str | Path, model_path: str |
         context.execution_options.preserve_order = True  # blocks reach the driver in input order
         context.enable_progress_bars = False  # the driver's bar counts committed rows
         dataset = _read(ray, input_path, in_fmt, header, label_column, delimiter)
-        columns = [c for c in dataset.schema().names if c != ERROR_COLUMN]
+        columns = [c for c in dataset.schema().names if c not in (ERROR_COLUMN, KNOWN_COLUMN)]
         if text_column not in columns:
             raise FormatError(f"{input_path}: no column {text_column!r} (columns: {columns})")
         label_column = label_column if label_column in columns else None

@@ -61,6 +61,8 @@ class ScoreOptions:
     output_format: str | None = None
     probability_column: str | None = None  # None: "probability", or "predicted_probability" if the input has it
     prediction_column: str | None = None  # None: "label", or "predicted_label" if the input has it
+    # None: "known_word_fraction" (share of each text's words the model knew; not in text output)
+    known_column: str | None = None
     encoding: str | None = None  # None: UTF-8, or what a byte-order mark says
     delimiter: str | None = None  # None: the format's own (CSV comma, TSV tab)
     chunk_rows: int = 4096  # rows per committed part: the most a crash can cost
@@ -73,12 +75,13 @@ class ScoreOptions:
 
 @dataclass
 class ScoredChunk:
-    """A chunk with its scores: per row P(positive) and label, or None and why (``errors``)."""
+    """A chunk with its scores: per row P(positive), label and known-word fraction, or None and why (``errors``)."""
 
     chunk: Chunk
     probabilities: list[float | None]
     labels: list[str | None]
     errors: list[str | None]
+    known: list[float | None] | None = None  # None: no row has one
 
 
 @dataclass
@@ -195,10 +198,11 @@ class ScoringRun:
         go into the summary (and ``columns_used``) so the user is told what was read.
         """
         try:
-            added = added_columns(columns, self.options.probability_column, self.options.prediction_column)
+            added = added_columns(columns, self.options.probability_column, self.options.prediction_column,
+                                  self.options.known_column)
         except ColumnError as exc:
             raise FormatError(str(exc)) from exc
-        spec = OutputSpec(self.out_fmt, columns, text_column, *added)
+        spec = OutputSpec(self.out_fmt, columns, text_column, added[0], added[1], known_column=added[2])
         spec.check()
         self.columns_used = {"text": text_column, "label": label_column, "added": list(added),
                              "encoding": encoding, "notes": list(notes)}
@@ -206,7 +210,7 @@ class ScoringRun:
         expected = {"version": STATE_VERSION, **_input_fingerprint(self.input_path), "input_format": self.in_fmt,
                     "output_format": self.out_fmt, "columns": columns, "text_column": text_column,
                     "label_column": label_column, "encoding": encoding,
-                    "added_columns": [spec.probability_column, spec.label_column],
+                    "added_columns": [spec.probability_column, spec.label_column, spec.known_column],
                     "model": {"name": model.get("model"), "version": model.get("version")}}
         state_path = self.staging / STATE_FILE
         if state_path.is_file():
@@ -226,6 +230,7 @@ class ScoringRun:
         good = [i for i, text in enumerate(chunk.texts) if text is not None]
         probabilities: list[float | None] = [None] * len(chunk)
         labels: list[str | None] = [None] * len(chunk)
+        known: list[float | None] = [None] * len(chunk)
         errors = list(chunk.errors)
         for i in good:  # readers catch these already; a request must never carry them
             problem = unicode_problem(chunk.texts[i])
@@ -233,14 +238,14 @@ class ScoringRun:
                 errors[i], chunk.texts[i] = f"text is {problem}", None
         good = [i for i in good if errors[i] is None]
         if good:
-            probs, predicted, refused = self.backend.score([chunk.texts[i] for i in good])  # type: ignore[misc]
-            for i, p, label, error in zip(good, np.asarray(probs, dtype=np.float32).tolist(), predicted, refused,
-                                          strict=True):
+            probs, predicted, refused, fractions = self.backend.score([chunk.texts[i] for i in good])  # type: ignore[misc]
+            for i, p, label, error, k in zip(good, np.asarray(probs, dtype=np.float32).tolist(), predicted, refused,
+                                             fractions, strict=True):
                 if error is None:
-                    probabilities[i], labels[i] = p, label
+                    probabilities[i], labels[i], known[i] = p, label, k
                 else:  # the backend could not score it: a bad row like any other
                     errors[i] = error
-        return ScoredChunk(chunk, probabilities, labels, errors)
+        return ScoredChunk(chunk, probabilities, labels, errors, known)
 
     def account(self, scored: ScoredChunk) -> PartStats:
         """The part's bad rows (with row numbers and ids) and confusion counts."""
@@ -266,7 +271,7 @@ class ScoringRun:
         name = _part_name(stats.start, stats.end, self.ext)
         part, twin = self.staging / name, (self.staging / name).with_suffix(".json")
         tmp_part, tmp_twin = self.staging / f".tmp-{name}", self.staging / f".tmp-{twin.name}"
-        write_part(tmp_part, spec, scored.chunk, scored.probabilities, scored.labels)
+        write_part(tmp_part, spec, scored.chunk, scored.probabilities, scored.labels, scored.known)
         with tmp_part.open("rb+") as handle:
             os.fsync(handle.fileno())
         _fsync_write(tmp_twin, json.dumps(asdict(stats)))

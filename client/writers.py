@@ -34,16 +34,17 @@ class OutputSpec:
     probability_column: str = "probability"
     label_column: str = "label"
     arrow_schema: Any = field(default=None, repr=False)  # pyarrow.Schema of Parquet input
+    known_column: str = "known_word_fraction"  # the readability signal (not in text output)
 
     def check(self) -> None:
-        clash = {self.probability_column, self.label_column} & set(self.columns)
+        clash = {self.probability_column, self.label_column, self.known_column} & set(self.columns)
         if clash:
             raise FormatError(f"the input already has column(s) {sorted(clash)}: name the added columns "
-                              "differently with --probability-column/--prediction-column")
+                              "differently with --probability-column/--prediction-column/--known-column")
 
     @property
     def out_columns(self) -> list[str]:
-        return [*self.columns, self.probability_column, self.label_column]
+        return [*self.columns, self.probability_column, self.label_column, self.known_column]
 
 
 def format_probability(value: float) -> float:
@@ -54,24 +55,28 @@ def format_probability(value: float) -> float:
 
 
 def write_part(path: Path, spec: OutputSpec, chunk: Chunk, probabilities: Sequence[float | None],
-               labels: Sequence[str | None]) -> None:
-    """Write one chunk's rows, with the two added columns, to ``path`` (a part file)."""
+               labels: Sequence[str | None], known: Sequence[float | None] | None = None) -> None:
+    """Write one chunk's rows, with the added columns, to ``path`` (a part file).
+
+    ``known``: each row's known-word fraction (None: unknown); text output has no such column.
+    """
     probs = [None if p is None else format_probability(p) for p in probabilities]
+    knowns = [None if k is None else format_probability(k) for k in (known or [None] * len(probs))]
     if spec.fmt in ("csv", "tsv", "parquet") and chunk.batch is None:
         _check_fixed_columns(spec, chunk)
     if spec.fmt == "parquet":
-        _write_parquet_part(path, spec, chunk, probs, labels)
+        _write_parquet_part(path, spec, chunk, probs, labels, knowns)
         return
     with path.open("w", encoding="utf-8", newline="") as handle:
         if spec.fmt in ("csv", "tsv"):
             writer = csv.writer(handle, delimiter="," if spec.fmt == "csv" else "\t", lineterminator="\n")
-            for record, p, label in zip(chunk.rows_as_records(), probs, labels, strict=True):
+            for record, p, label, k in zip(chunk.rows_as_records(), probs, labels, knowns, strict=True):
                 writer.writerow([_csv_value(record.get(c)) for c in spec.columns]
-                                + ["" if p is None else repr(p), label or ""])
+                                + ["" if p is None else repr(p), label or "", "" if k is None else repr(k)])
         elif spec.fmt == "jsonl":
-            for record, p, label in zip(chunk.rows_as_records(), probs, labels, strict=True):
+            for record, p, label, k in zip(chunk.rows_as_records(), probs, labels, knowns, strict=True):
                 row = dict(record)
-                row[spec.probability_column], row[spec.label_column] = p, label
+                row[spec.probability_column], row[spec.label_column], row[spec.known_column] = p, label, k
                 handle.write(json_line(row))
         else:  # text: label, probability, review; tabs and newlines in the review become spaces
             for record, p, label in zip(chunk.rows_as_records(), probs, labels, strict=True):
@@ -109,7 +114,7 @@ def _csv_value(value: Any) -> str:
 
 
 def _write_parquet_part(path: Path, spec: OutputSpec, chunk: Chunk, probs: list[float | None],
-                        labels: Sequence[str | None]) -> None:
+                        labels: Sequence[str | None], knowns: list[float | None]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -127,6 +132,7 @@ def _write_parquet_part(path: Path, spec: OutputSpec, chunk: Chunk, probs: list[
                           for c in spec.columns})
     table = table.append_column(spec.probability_column, pa.array(probs, type=pa.float32()))
     table = table.append_column(spec.label_column, pa.array(list(labels), type=pa.string()))
+    table = table.append_column(spec.known_column, pa.array(knowns, type=pa.float32()))
     pq.write_table(table, path)
 
 

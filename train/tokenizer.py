@@ -6,6 +6,8 @@ from collections.abc import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
+from runtime.preprocessing import clean_text
+
 PAD_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
 MAX_WORD_CHARS = 50  # longer "words" (URLs, runs of punctuation) become [UNK]
@@ -22,7 +24,11 @@ def build_normalizer() -> normalizers.Normalizer:
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
-    """Train a WordPiece tokenizer on ``texts`` (the train split only). [PAD] gets id 0."""
+    """Train a WordPiece tokenizer on ``texts`` (the train split only). [PAD] gets id 0.
+
+    The trainer sees each text as every later reader of ``tokenizer.json`` does: through
+    :func:`runtime.preprocessing.clean_text` first, then the normalizer.
+    """
     tokenizer = Tokenizer(models.WordPiece(unk_token=UNK_TOKEN, max_input_chars_per_word=MAX_WORD_CHARS))
     tokenizer.normalizer = build_normalizer()
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -33,7 +39,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
         special_tokens=[PAD_TOKEN, UNK_TOKEN],
         show_progress=False,
     )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
+    tokenizer.train_from_iterator((clean_text(text) for text in texts), trainer=trainer)
     return canonical_ids(tokenizer)
 
 

@@ -25,8 +25,16 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
-from runtime.preprocessing import encode_texts, pad_batch
-from runtime.repository import ModelVersion, RepositoryError, load_version
+from runtime.preprocessing import (
+    NOTHING_TO_READ,
+    Vocabulary,
+    encode_for_model,
+    nothing_to_read,
+    pad_batch,
+    quick_readability,
+    text_problem,
+)
+from runtime.repository import ModelVersion, RepositoryError, load_version, rows_per_run
 from runtime.run_cost import DEFAULT_RUN_COST, RunCost
 from runtime.session import ModelRunner, load_runner, thread_plan
 from serve.engine.batcher import Batcher, BatchObserver
@@ -43,10 +51,12 @@ PROBE_TEXTS = ("A wonderful, moving film.", "A dull and boring mess.")
 
 @dataclass(frozen=True)
 class Prediction:
-    """One text's score."""
+    """One text's score, and the share of its words the model's vocabulary knew whole (see
+    :meth:`runtime.preprocessing.Vocabulary.known_word_fraction`)."""
 
     label: str
     probability: float
+    known_word_fraction: float = 1.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +65,7 @@ class LoadedModel:
 
     runner: ModelRunner
     tokenizer: Tokenizer
+    vocabulary: Vocabulary
     load_seconds: float
     run_cost: RunCost = DEFAULT_RUN_COST  # how batches are split into runs (measured at warm-up)
 
@@ -128,11 +139,9 @@ class InferenceCore:
         self._loaded: LoadedModel | None = None
         self._batcher: Batcher[tuple[LoadedModel, list[str]], Scored] | None = None
         self.ready = False
-        # Dynamic quantization (int8) scales activations by the whole input tensor, so a row's
-        # result would depend on its batch-mates: int8 runs each text alone, keeping the promise
-        # that batching never changes a result (coalescing still saves the thread hops).
-        self._rows_per_run = min(settings.max_rows_per_run, settings.max_batch_size) if settings.precision == "fp32" \
-            else 1
+        # int8 runs each text alone, as --local and --ray do (serve.repository.rows_per_run):
+        # batching never changes a result (coalescing still saves the thread hops).
+        self._rows_per_run = rows_per_run(settings.precision, min(settings.max_rows_per_run, settings.max_batch_size))
         # Half a model run: chunks of a large request pair up with like-length chunks in a batch.
         self._chunk_size = max(1, min(settings.max_batch_size, settings.max_rows_per_run // 2))
 
@@ -182,7 +191,8 @@ class InferenceCore:
         if s.warmup:
             runner.warm_up(s.max_batch_size)
             run_cost = runner.measure_run_cost(self._rows_per_run)
-        loaded = LoadedModel(runner, tokenizer, time.perf_counter() - started, run_cost)
+        loaded = LoadedModel(runner, tokenizer, Vocabulary.of(tokenizer, model.unk_id),
+                             time.perf_counter() - started, run_cost)
         probabilities = [p.probability for p in self._score_texts(loaded, list(PROBE_TEXTS), observe=False)]
         if not all(0.0 <= p <= 1.0 for p in probabilities):  # NaN fails both comparisons
             raise RepositoryError(f"{model.model_path(s.precision)}: the graph answers {probabilities} for the "
@@ -223,22 +233,41 @@ class InferenceCore:
             raise ModelNotFound(f"model {name!r} has no version {version!r} here; served version: {model.version}")
         return model
 
-    def validate(self, texts: Sequence[str], field: str = "texts") -> list[str]:
-        """Enforce the documented limits; returns the texts as a list."""
+    def validate(self, texts: Sequence[str], field: str = "texts") -> tuple[list[str], list[int]]:
+        """Enforce the documented limits (cheap checks, on the loop); returns the texts as a
+        list and the indices of those that start with markup, which only the tokenizer can
+        tell readable or not (:meth:`refuse_unreadable`)."""
         limit = self.settings.max_texts_per_request
         if not texts:
             raise InvalidInput(f"{field} is empty: send at least one text")
         if len(texts) > limit:
             raise InvalidInput(f"{field} has {len(texts)} texts; at most {limit} per request")
         max_chars = self.settings.max_chars_per_text
+        doubtful = []
         for i, text in enumerate(texts):
-            where = field if len(texts) == 1 else f"{field}[{i}]"
-            if not text or text.isspace():
-                raise InvalidInput(f"{where} is empty: a review needs at least one non-space character")
-            if len(text) > max_chars:
-                raise InvalidInput(f"{where} has {len(text)} characters; at most {max_chars} accepted "
-                                   "(the model reads only the first and last tokens of long reviews)")
-        return list(texts)
+            problem = text_problem(text, max_chars)
+            readable = quick_readability(text) if problem is None else True
+            if problem is None and readable is False:
+                problem = NOTHING_TO_READ
+            if problem is not None:
+                raise InvalidInput(f"{self._where(field, len(texts), i)} {problem}")
+            if readable is None:
+                doubtful.append(i)
+        return list(texts), doubtful
+
+    @staticmethod
+    def _where(field: str, count: int, index: int) -> str:
+        return field if count == 1 else f"{field}[{index}]"
+
+    async def refuse_unreadable(self, texts: list[str], doubtful: list[int], field: str) -> None:
+        """Tokenize the ``doubtful`` texts (off the loop) and refuse the request if one has nothing to read."""
+        if not doubtful:
+            return
+        tokenizer = self.loaded.tokenizer
+        empty = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: [i for i in doubtful if nothing_to_read(tokenizer, texts[i])])
+        if empty:
+            raise InvalidInput(f"{self._where(field, len(texts), empty[0])} {NOTHING_TO_READ}")
 
     async def predict(self, texts: Sequence[str], deadline: float | None = None, field: str = "texts") -> Scored:
         """Score ``texts`` (validated here) with the model serving now; ``deadline`` is a time.monotonic() instant."""
@@ -255,7 +284,8 @@ class InferenceCore:
         if not self.ready or self._batcher is None:
             raise ModelNotReady("the model is not loaded and warm yet" if self._loaded is None
                                 else "the server is shutting down")
-        batch = self.validate(texts, field)
+        batch, doubtful = self.validate(texts, field)
+        await self.refuse_unreadable(batch, doubtful, field)
         loaded = self.loaded
         if len(batch) <= self.settings.max_batch_size:
             return await self._batcher.submit((loaded, batch), len(batch), deadline)
@@ -296,7 +326,10 @@ class InferenceCore:
         model = loaded.model
         clock = time.perf_counter
         began = clock()
-        ids = encode_texts(loaded.tokenizer, texts, model.max_tokens, model.head_tokens, model.unk_id)
+        inputs = encode_for_model(loaded.tokenizer, loaded.vocabulary, texts, model.max_tokens, model.head_tokens)
+        if None in inputs:  # validate() and refuse_unreadable() let no such text through
+            raise RuntimeError(f"text {inputs.index(None)} of the batch has nothing to read but was admitted")
+        ids = [x.ids for x in inputs]  # type: ignore[union-attr]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         probabilities = np.empty(len(ids), dtype=np.float32)
         running = 0.0
@@ -310,7 +343,8 @@ class InferenceCore:
         labelling = clock()
         negative, positive = model.labels
         threshold = model.threshold
-        predictions = [Prediction(positive if p >= threshold else negative, float(p)) for p in probabilities]
+        predictions = [Prediction(positive if p >= threshold else negative, float(p), x.known_word_fraction)  # type: ignore[union-attr]
+                       for p, x in zip(probabilities, inputs, strict=True)]
         if phases is not None:
             phases.input += labelling - began - running
             phases.infer += running

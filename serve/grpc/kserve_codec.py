@@ -1,9 +1,11 @@
 """KServe v2 tensors <-> texts and predictions (no gRPC, no model: pure conversion and validation).
 
-The served signature: input ``text`` BYTES [N]; outputs ``probability`` FP32 [N] and
-``label`` BYTES [N]. BYTES tensors travel either as ``contents.bytes_contents`` (one entry
-per element) or in ``raw_input_contents``, where each element is a 4-byte little-endian
-length followed by that many bytes. Every malformation is an :class:`InvalidInput`.
+The served signature: input ``text`` BYTES [N]; outputs ``probability`` FP32 [N],
+``label`` BYTES [N] and ``known_word_fraction`` FP32 [N] (the share of each text's words
+the vocabulary knew whole: the readability signal of docs/model-repository.md). BYTES
+tensors travel either as ``contents.bytes_contents`` (one entry per element) or in
+``raw_input_contents``, where each element is a 4-byte little-endian length followed by
+that many bytes. Every malformation is an :class:`InvalidInput`.
 
 Triton's clients also send *parameters*: per request ``timeout`` (honoured), ``priority``
 (one level here: accepted, no effect) and ``sequence_id`` / ``sequence_start`` /
@@ -25,7 +27,7 @@ from serve.engine.core import Prediction
 from serve.ops.errors import InvalidInput
 
 INPUT = "text"
-OUTPUTS = {"probability": "FP32", "label": "BYTES"}
+OUTPUTS = {"probability": "FP32", "label": "BYTES", "known_word_fraction": "FP32"}
 _LENGTH = struct.Struct("<I")
 _SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end")
 _SHARED_MEMORY_PARAMETERS = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
@@ -164,8 +166,8 @@ def build_response(request: pb.ModelInferRequest, model_name: str, model_version
     count = len(predictions)
     for name in outputs:
         tensor = response.outputs.add(name=name, datatype=OUTPUTS[name], shape=[count])
-        if name == "probability":
-            values = np.fromiter((p.probability for p in predictions), dtype="<f4", count=count)
+        if OUTPUTS[name] == "FP32":
+            values = np.fromiter((getattr(p, name) for p in predictions), dtype="<f4", count=count)
             if raw:
                 response.raw_output_contents.append(values.tobytes())
             else:

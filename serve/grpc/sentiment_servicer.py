@@ -15,7 +15,8 @@ from serve.ops.errors import ServingError
 
 
 def _predictions(predictions: Sequence[Prediction]) -> list[pb.Prediction]:
-    return [pb.Prediction(label=p.label, probability=p.probability) for p in predictions]
+    return [pb.Prediction(label=p.label, probability=p.probability, known_word_fraction=p.known_word_fraction)
+            for p in predictions]
 
 
 def _model_ref(scored: Scored) -> pb.ModelRef:
@@ -24,7 +25,7 @@ def _model_ref(scored: Scored) -> pb.ModelRef:
 
 
 class SentimentServicer(pb_grpc.SentimentServiceServicer):
-    """Predict, PredictBatch and PredictStream over one :class:`InferenceCore`."""
+    """Predict, PredictBatch, PredictStream and GetLimits over one :class:`InferenceCore`."""
 
     def __init__(self, core: InferenceCore, stream_window: int) -> None:
         self._core = core
@@ -38,6 +39,12 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
                            context: grpc.aio.ServicerContext) -> pb.PredictBatchResponse:
         scored = await self._core.predict(request.texts, deadline_of(context), field="texts")
         return pb.PredictBatchResponse(predictions=_predictions(scored.predictions), model=_model_ref(scored))
+
+    async def GetLimits(self, request: pb.GetLimitsRequest, context: grpc.aio.ServicerContext) -> pb.Limits:
+        settings = self._core.settings
+        return pb.Limits(max_message_bytes=settings.max_message_bytes,
+                         max_texts_per_request=settings.max_texts_per_request,
+                         max_chars_per_text=settings.max_chars_per_text)
 
     async def PredictStream(self, request_iterator: AsyncIterator[pb.PredictStreamRequest],
                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PredictStreamResponse]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.limits import MAX_CHARS_PER_TEXT
 from serve.ops.errors import ConfigurationError
 
 ENV_PREFIX = "SENTIMENT_"
@@ -57,7 +58,7 @@ class Settings:
                                           "(an idle server never waits)")
     max_queue_size: int = _opt(2048, "most texts waiting for the model; beyond it requests get RESOURCE_EXHAUSTED")
     max_texts_per_request: int = _opt(1024, "most texts in one request (PredictBatch, stream message, ModelInfer)")
-    max_chars_per_text: int = _opt(100_000, "longest accepted text in characters (the model itself reads at "
+    max_chars_per_text: int = _opt(MAX_CHARS_PER_TEXT, "longest accepted text in characters (the model itself reads at "
                                             "most max_tokens tokens: head and tail are kept)")
     max_message_bytes: int = _opt(16 * 1024 * 1024, "largest gRPC message accepted or sent")
     stream_window: int = _opt(16, "requests of one PredictStream scored concurrently (flow control)")

@@ -54,7 +54,7 @@ def local_backend(tiny_model: Path):
 def reference(local_backend):
     """Probability of each text scored alone (batch of one): the ground truth for every path."""
     def score(texts: list[str]) -> list[float]:
-        return [float(local_backend.local.probabilities([t])[0]) for t in texts]
+        return [float(local_backend.local.score([t]).probabilities[0]) for t in texts]
 
     return score
 

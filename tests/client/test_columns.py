@@ -149,7 +149,7 @@ def test_text_and_label_columns_work_without_flags(tmp_path: Path, local_backend
     assert [r["predicted_label"] for r in out] == [
         "positive" if p >= 0.5 else "negative" for p in reference(texts)]
     assert summary["evaluation"]["evaluated"] == 11  # the label column was used as the gold labels
-    assert summary["columns_used"] == {"text": "text", "label": "label", "added": ["probability", "predicted_label"],
+    assert summary["columns_used"] == {"text": "text", "label": "label", "added": ["probability", "predicted_label", "known_word_fraction"],
                                        "encoding": None if fmt == "parquet" else "utf-8", "notes": []}
 
 
@@ -182,10 +182,10 @@ def test_ambiguous_text_columns_are_refused_and_ambiguous_labels_not_evaluated(t
 
 
 def test_added_column_names_step_aside_only_when_defaulted() -> None:
-    assert added_columns(["text", "label"], None, None) == ("probability", "predicted_label")
+    assert added_columns(["text", "label"], None, None) == ("probability", "predicted_label", "known_word_fraction")
     assert added_columns(["probability", "label", "predicted_label"], None, None) == (
-        "predicted_probability", "predicted_label_2")
-    assert added_columns(["text"], "p", "y") == ("p", "y")
+        "predicted_probability", "predicted_label_2", "known_word_fraction")
+    assert added_columns(["text"], "p", "y", "k") == ("p", "y", "k")
     with pytest.raises(ValueError, match="already has column"):
         added_columns(["text", "label"], None, "label")
 

@@ -110,3 +110,28 @@ def test_ray_refuses_inputs_its_readers_would_read_differently(tmp_path: Path, t
     options = ScoreOptions(progress=False, encoding="cp1252" if name.startswith("latin1") else None)
     with pytest.raises(FormatError, match=reason):
         score_with_ray(source, tmp_path / "out.csv", tiny_model, options)
+
+
+def test_ray_refuses_what_local_and_the_server_refuse(ray_cluster, tmp_path: Path, tiny_model: Path,
+                                                      reference) -> None:
+    """c16 and c18 under --ray: nothing to read after cleaning, or over the character limit, is a bad row."""
+    from client.ray_scoring import score_with_ray
+    from client.scoring import ScoreOptions
+    from runtime.limits import MAX_CHARS_PER_TEXT
+
+    texts = make_reviews(20, seed=11)
+    refused = {3: "<br /><br /><br />", 5: "\u200b\u200b\u200b", 8: "\ufeff", 13: "\u0001\u0002\u007f",
+               17: "a" * (MAX_CHARS_PER_TEXT + 1)}
+    for row, text in refused.items():
+        texts[row] = text
+    output = tmp_path / "out.jsonl"
+    summary = score_with_ray(write_rows(tmp_path / "in.jsonl", [{"id": i, "review": t} for i, t in enumerate(texts)]),
+                             output, tiny_model, ScoreOptions(progress=False), threads=1, batch_size=4)
+    out = read_rows(output)
+    bad = [json.loads(line) for line in (tmp_path / "out.jsonl.bad_rows.jsonl").read_text().splitlines()]
+    assert [b["id"] for b in bad] == sorted(refused) and summary["bad_rows"] == len(refused)
+    assert all("has nothing to read" in b["error"] for b in bad[:4])
+    assert f"has {MAX_CHARS_PER_TEXT + 1} characters; at most {MAX_CHARS_PER_TEXT} accepted" in bad[4]["error"]
+    good = [i for i in range(20) if i not in refused]
+    assert [out[i]["probability"] for i in good] == pytest.approx(reference([texts[i] for i in good]), abs=1e-6)
+    assert all(out[i]["probability"] is None for i in refused)

@@ -94,7 +94,8 @@ def test_text_the_server_refuses_is_a_bad_row(tmp_path: Path, tiny_model: Path, 
         strict.close()
     out = read_rows(tmp_path / "out.jsonl")
     assert summary["bad_rows"] == 1 and summary["bad_row_examples"][0]["row"] == 12
-    assert "server refused the text" in summary["bad_row_examples"][0]["error"]
+    # The server advertised its limit (GetLimits): the client refuses the text in its words, without a call.
+    assert "has 1500 characters; the server accepts at most 1000" in summary["bad_row_examples"][0]["error"]
     assert out[11]["probability"] is None and out[11]["label"] is None
     scored = [i for i in range(30) if i != 11]
     assert [out[i]["probability"] for i in scored] == pytest.approx(reference([texts[i] for i in scored]), abs=1e-6)

@@ -21,12 +21,15 @@ from protos.inference import grpc_predict_v2_pb2 as kpb
 from protos.inference import grpc_predict_v2_pb2_grpc as kpb_grpc
 from protos.sentiment.v1 import sentiment_pb2 as spb
 from protos.sentiment.v1 import sentiment_pb2_grpc as spb_grpc
+from runtime.preprocessing import tokenize
 from serve.grpc.kserve_codec import decode_bytes_tensor, encode_bytes_tensor
 from serve.ops.settings import Settings
 from tests.fixtures.server_thread import ServerThread
+from tests.fixtures.tiny_repository import tiny_tokenizer
 from tests.reliability.conftest import TIMEOUT, health_status
 
 LIMITS = Settings()  # the server under test runs the shipped default limits
+TOKENIZER = tiny_tokenizer()  # the served model's normalizer and pre-tokenizer: they decide what is readable
 MAX_TEXTS, MAX_CHARS = LIMITS.max_texts_per_request, LIMITS.max_chars_per_text
 OK, INVALID, NOT_FOUND, EXHAUSTED = (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT,
                                      grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -58,6 +61,8 @@ def text_error(text: str) -> str | None:
         return "is empty"
     if len(text) > MAX_CHARS:
         return f"at most {MAX_CHARS} accepted"
+    if not tokenize(TOKENIZER, [text])[0]:  # cleaned and normalized, no token is left
+        return "has nothing to read"
     return None
 
 
@@ -323,7 +328,7 @@ def test_model_infer_valid_or_refused_with_the_right_code(server: ServerThread, 
         assert case.needle in reply
     else:  # raw in, raw out; typed in, typed out; outputs as asked
         count = case.request.inputs[0].shape[0]
-        names = [o.name for o in case.request.outputs] or ["probability", "label"]
+        names = [o.name for o in case.request.outputs] or ["probability", "label", "known_word_fraction"]
         assert [o.name for o in reply.outputs] == names and all(list(o.shape) == [count] for o in reply.outputs)
         raw = bool(case.request.raw_input_contents)
         assert len(reply.raw_output_contents) == (len(names) if raw else 0)

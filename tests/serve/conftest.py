@@ -27,7 +27,7 @@ REVIEWS = [
     "brilliant and funny, I loved it",
     "the worst film I have seen this year, boring and far too long",
     "très “bien”, naïve et drôle",
-    "<br />",
+    "<br /><i>Ok</i>",  # markup around few words (markup alone has nothing to read: refused)
     "great fun, a delight to watch with friends " * 6,
 ]
 

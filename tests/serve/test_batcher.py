@@ -143,6 +143,11 @@ def test_expired_and_cancelled_items_never_reach_the_model() -> None:
         alive = asyncio.ensure_future(batcher.submit(3, deadline=time.monotonic() + WAIT))
         await wait_queued(batcher, 3)
         cancelled.cancel()
+        # cancel() only schedules the CancelledError: the item leaves the queue when the
+        # cancelled task next runs. Wait for that before the worker may take the next batch.
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        assert batcher.queued_units == 2
         model.release.set()
         with pytest.raises(DeadlineExpired, match="before inference"):
             await expired

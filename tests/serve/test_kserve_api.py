@@ -110,7 +110,7 @@ def test_tritonclient_works_unmodified(server: ServerThread, reference) -> None:
     assert result["metadata"]["name"] == "imdb-lstm" and result["metadata"]["versions"] == ["1"]
     assert [(t["name"], t["datatype"]) for t in result["metadata"]["inputs"]] == [("text", "BYTES")]
     assert [(t["name"], t["datatype"]) for t in result["metadata"]["outputs"]] == [
-        ("probability", "FP32"), ("label", "BYTES")]
+        ("probability", "FP32"), ("label", "BYTES"), ("known_word_fraction", "FP32")]
     assert result["probability_dtype"] == "float32" and result["id"] == "req-42"
     np.testing.assert_allclose(result["probability"], reference(texts), atol=1e-6, rtol=0)
     assert result["label"] == ["positive" if p >= 0.5 else "negative" for p in result["probability"]]
@@ -124,8 +124,8 @@ def test_tritonclient_works_unmodified(server: ServerThread, reference) -> None:
     config = result["config"]
     assert (config["name"], config["platform"], config["backend"]) == ("imdb-lstm", "onnxruntime_onnx", "onnxruntime")
     assert [(t["name"], t["data_type"], t["dims"]) for t in config["input"]] == [("text", "TYPE_STRING", ["-1"])]
-    assert [(t["name"], t["data_type"]) for t in config["output"]] == [("probability", "TYPE_FP32"),
-                                                                       ("label", "TYPE_STRING")]
+    assert [(t["name"], t["data_type"]) for t in config["output"]] == [
+        ("probability", "TYPE_FP32"), ("label", "TYPE_STRING"), ("known_word_fraction", "TYPE_FP32")]
     assert config["instance_group"][0]["kind"] == "KIND_CPU" and config.get("max_batch_size", 0) == 0
     stats = result["statistics"]["model_stats"][0]
     assert (stats["name"], stats["version"]) == ("imdb-lstm", "1")
@@ -157,7 +157,8 @@ def test_typed_contents_get_typed_answers(server: ServerThread, reference) -> No
 
 def test_raw_contents_get_raw_answers(server: ServerThread, reference) -> None:
     reply = stub(server).ModelInfer(raw_request([t.encode() for t in REVIEWS]), timeout=TIMEOUT)
-    assert [o.name for o in reply.outputs] == ["probability", "label"] and len(reply.raw_output_contents) == 2
+    assert [o.name for o in reply.outputs] == ["probability", "label", "known_word_fraction"]
+    assert len(reply.raw_output_contents) == 3
     probability = np.frombuffer(reply.raw_output_contents[0], dtype="<f4")
     np.testing.assert_allclose(probability, reference(REVIEWS), atol=1e-6, rtol=0)
     labels = decode_bytes_tensor(reply.raw_output_contents[1], len(REVIEWS))

@@ -219,7 +219,7 @@ def test_the_batch_scorer_reaches_a_guarded_server(guarded: ServerThread, pki: P
     backend = ServerBackend(guarded.address, batch_size=2, concurrency=2,
                             security=Security(ca_file=pki.ca, token=read_token(token_file)))
     try:
-        probabilities, labels, errors = backend.score(["great", "awful", "a fine film"])
+        probabilities, labels, errors, _ = backend.score(["great", "awful", "a fine film"])
         assert len(probabilities) == 3 and all(labels) and errors == [None] * 3
         assert backend.describe()["model"] == "imdb-lstm"
     finally:

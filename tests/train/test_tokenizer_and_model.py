@@ -1,7 +1,7 @@
 import torch
 from tokenizers import Tokenizer
 
-from runtime.preprocessing import encode_texts, truncate_head_tail
+from runtime.preprocessing import clean_text, encode_texts, truncate_head_tail
 from tests.conftest import NEGATIVE, POSITIVE
 from train.data import read_reviews, stratified_subset
 from train.model import ModelConfig, SentimentLSTM
@@ -34,7 +34,7 @@ def test_serving_tokenization_matches_the_tokenizers_full_encoding(imdb_data):
     texts = [r.text for r in reviews]
     tokenizer = train_tokenizer(texts, 2000)
     tricky = ["<br /><br />", "\u200b", "héllo WÖRLD", "😀 great", "a" * 5000, "  spaced   out  "]
-    full = [e.ids for e in tokenizer.encode_batch(texts + tricky, add_special_tokens=False)]
+    full = [e.ids for e in tokenizer.encode_batch([clean_text(t) for t in texts + tricky], add_special_tokens=False)]
     served = encode_texts(tokenizer, texts + tricky, max_tokens=10_000, head_tokens=10_000, unk_id=1)
     assert served == [ids or [1] for ids in full]
 

@@ -24,29 +24,33 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/sentiment/v1/sentiment.proto\x12\x0csentiment.v1\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"0\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\"\x1e\n\x0ePredictRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"f\n\x0fPredictResponse\x12,\n\nprediction\x18\x01 \x01(\x0b\x32\x18.sentiment.v1.Prediction\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.sentiment.v1.ModelRef\"$\n\x13PredictBatchRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"l\n\x14PredictBatchResponse\x12-\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x18.sentiment.v1.Prediction\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.sentiment.v1.ModelRef\"1\n\x14PredictStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"y\n\x15PredictStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x0bpredictions\x18\x02 \x03(\x0b\x32\x18.sentiment.v1.Prediction\x12%\n\x05model\x18\x03 \x01(\x0b\x32\x16.sentiment.v1.ModelRef2\x8f\x02\n\x10SentimentService\x12\x46\n\x07Predict\x12\x1c.sentiment.v1.PredictRequest\x1a\x1d.sentiment.v1.PredictResponse\x12U\n\x0cPredictBatch\x12!.sentiment.v1.PredictBatchRequest\x1a\".sentiment.v1.PredictBatchResponse\x12\\\n\rPredictStream\x12\".sentiment.v1.PredictStreamRequest\x1a#.sentiment.v1.PredictStreamResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#protos/sentiment/v1/sentiment.proto\x12\x0csentiment.v1\"\x12\n\x10GetLimitsRequest\"^\n\x06Limits\x12\x19\n\x11max_message_bytes\x18\x01 \x01(\x03\x12\x1d\n\x15max_texts_per_request\x18\x02 \x01(\x03\x12\x1a\n\x12max_chars_per_text\x18\x03 \x01(\x03\")\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"j\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\x13\n\x0bprobability\x18\x02 \x01(\x02\x12 \n\x13known_word_fraction\x18\x03 \x01(\x02H\x00\x88\x01\x01\x42\x16\n\x14_known_word_fraction\"\x1e\n\x0ePredictRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\"f\n\x0fPredictResponse\x12,\n\nprediction\x18\x01 \x01(\x0b\x32\x18.sentiment.v1.Prediction\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.sentiment.v1.ModelRef\"$\n\x13PredictBatchRequest\x12\r\n\x05texts\x18\x01 \x03(\t\"l\n\x14PredictBatchResponse\x12-\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x18.sentiment.v1.Prediction\x12%\n\x05model\x18\x02 \x01(\x0b\x32\x16.sentiment.v1.ModelRef\"1\n\x14PredictStreamRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"y\n\x15PredictStreamResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x0bpredictions\x18\x02 \x03(\x0b\x32\x18.sentiment.v1.Prediction\x12%\n\x05model\x18\x03 \x01(\x0b\x32\x16.sentiment.v1.ModelRef2\xd2\x02\n\x10SentimentService\x12\x46\n\x07Predict\x12\x1c.sentiment.v1.PredictRequest\x1a\x1d.sentiment.v1.PredictResponse\x12U\n\x0cPredictBatch\x12!.sentiment.v1.PredictBatchRequest\x1a\".sentiment.v1.PredictBatchResponse\x12\\\n\rPredictStream\x12\".sentiment.v1.PredictStreamRequest\x1a#.sentiment.v1.PredictStreamResponse(\x01\x30\x01\x12\x41\n\tGetLimits\x12\x1e.sentiment.v1.GetLimitsRequest\x1a\x14.sentiment.v1.Limitsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.sentiment.v1.sentiment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODELREF']._serialized_start=53
-  _globals['_MODELREF']._serialized_end=94
-  _globals['_PREDICTION']._serialized_start=96
-  _globals['_PREDICTION']._serialized_end=144
-  _globals['_PREDICTREQUEST']._serialized_start=146
-  _globals['_PREDICTREQUEST']._serialized_end=176
-  _globals['_PREDICTRESPONSE']._serialized_start=178
-  _globals['_PREDICTRESPONSE']._serialized_end=280
-  _globals['_PREDICTBATCHREQUEST']._serialized_start=282
-  _globals['_PREDICTBATCHREQUEST']._serialized_end=318
-  _globals['_PREDICTBATCHRESPONSE']._serialized_start=320
-  _globals['_PREDICTBATCHRESPONSE']._serialized_end=428
-  _globals['_PREDICTSTREAMREQUEST']._serialized_start=430
-  _globals['_PREDICTSTREAMREQUEST']._serialized_end=479
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=481
-  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=602
-  _globals['_SENTIMENTSERVICE']._serialized_start=605
-  _globals['_SENTIMENTSERVICE']._serialized_end=876
+  _globals['_GETLIMITSREQUEST']._serialized_start=53
+  _globals['_GETLIMITSREQUEST']._serialized_end=71
+  _globals['_LIMITS']._serialized_start=73
+  _globals['_LIMITS']._serialized_end=167
+  _globals['_MODELREF']._serialized_start=169
+  _globals['_MODELREF']._serialized_end=210
+  _globals['_PREDICTION']._serialized_start=212
+  _globals['_PREDICTION']._serialized_end=318
+  _globals['_PREDICTREQUEST']._serialized_start=320
+  _globals['_PREDICTREQUEST']._serialized_end=350
+  _globals['_PREDICTRESPONSE']._serialized_start=352
+  _globals['_PREDICTRESPONSE']._serialized_end=454
+  _globals['_PREDICTBATCHREQUEST']._serialized_start=456
+  _globals['_PREDICTBATCHREQUEST']._serialized_end=492
+  _globals['_PREDICTBATCHRESPONSE']._serialized_start=494
+  _globals['_PREDICTBATCHRESPONSE']._serialized_end=602
+  _globals['_PREDICTSTREAMREQUEST']._serialized_start=604
+  _globals['_PREDICTSTREAMREQUEST']._serialized_end=653
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_start=655
+  _globals['_PREDICTSTREAMRESPONSE']._serialized_end=776
+  _globals['_SENTIMENTSERVICE']._serialized_start=779
+  _globals['_SENTIMENTSERVICE']._serialized_end=1117
 # @@protoc_insertion_point(module_scope)

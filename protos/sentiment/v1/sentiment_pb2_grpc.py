@@ -50,6 +50,11 @@ class SentimentServiceStub:
                 request_serializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictStreamRequest.SerializeToString,
                 response_deserializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictStreamResponse.FromString,
                 _registered_method=True)
+        self.GetLimits = channel.unary_unary(
+                '/sentiment.v1.SentimentService/GetLimits',
+                request_serializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.GetLimitsRequest.SerializeToString,
+                response_deserializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.Limits.FromString,
+                _registered_method=True)
 
 
 class SentimentServiceServicer:
@@ -83,6 +88,14 @@ class SentimentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLimits(self, request, context):
+        """The limits this server enforces, so a client can size its requests to fit them.
+        Servers before this method answer UNIMPLEMENTED: assume the documented defaults.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SentimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +113,11 @@ def add_SentimentServiceServicer_to_server(servicer, server):
                     servicer.PredictStream,
                     request_deserializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictStreamRequest.FromString,
                     response_serializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictStreamResponse.SerializeToString,
+            ),
+            'GetLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLimits,
+                    request_deserializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.GetLimitsRequest.FromString,
+                    response_serializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.Limits.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -184,6 +202,33 @@ class SentimentService:
             '/sentiment.v1.SentimentService/PredictStream',
             protos_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictStreamRequest.SerializeToString,
             protos_dot_sentiment_dot_v1_dot_sentiment__pb2.PredictStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sentiment.v1.SentimentService/GetLimits',
+            protos_dot_sentiment_dot_v1_dot_sentiment__pb2.GetLimitsRequest.SerializeToString,
+            protos_dot_sentiment_dot_v1_dot_sentiment__pb2.Limits.FromString,
             options,
             channel_credentials,
             insecure,
