@@ -102,7 +102,8 @@ def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[sub
                "--metrics-port", str(metrics_port), "--workers", str(args.threads),
                *(["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else []),
                "--max-queue-delay-ms", str(args.max_queue_delay_ms),
-               "--log-level", "warning", *args.server_args]
+               "--log-level", "warning",
+               *([] if "--http-port" in args.server_args else ["--http-port", str(free_port())]), *args.server_args]
     started = time.monotonic()
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
