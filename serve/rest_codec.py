@@ -52,8 +52,8 @@ def _refuse_constant(name: str) -> None:
 
 def parse_json(data: bytes, what: str = "request body") -> Any:
     """``data`` as JSON (UTF-8; NaN/Infinity refused), or :class:`InvalidInput` saying where it breaks."""
-    try:
-        return json.loads(data, parse_constant=_refuse_constant)
+    try:  # decoded here: json.loads would guess UTF-16 or UTF-32 from the first bytes, and JSON is UTF-8 (RFC 8259)
+        return json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"{what} is not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
     except json.JSONDecodeError as exc:
@@ -174,6 +174,9 @@ def _add_input(request: pb.ModelInferRequest, tensor: dict, index: int, binary: 
     if data is None:
         raise InvalidInput(f"{where}'data' is required (or parameter {_BINARY_SIZE!r} with binary data)")
     if (name, datatype, len(shape)) == (codec.INPUT, "BYTES", 1):  # anything else: the codec names the defect
+        if shape[0] >= 1 and len(data) != shape[0]:
+            raise InvalidInput(f"{where}'shape' is [{shape[0]}] but 'data' holds {len(data)} elements; "
+                               "send one string per text")
         added.contents.bytes_contents.extend(_texts_data(data, where))
     return offset
 
