@@ -125,14 +125,17 @@ def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[sub
 
 
 async def measure_calls(send: Callable[[int, int], Awaitable[Any]], concurrency: int, seconds: float,
-                      warmup_s: float) -> tuple[list[float], int, float]:
+                      warmup_s: float, failures: tuple[type[BaseException], ...] | None = None
+                      ) -> tuple[list[float], int, float]:
     """``concurrency`` workers await ``send(worker, call)`` back to back (``call`` counts that worker's calls).
 
     Returns the latencies (s) of the calls that finished within the measured ``seconds``
-    after ``warmup_s``, the count of calls that failed with a gRPC error, and the measured wall time.
+    after ``warmup_s``, the count of calls that failed with one of ``failures`` (default: a
+    gRPC error), and the measured wall time.
     """
     import grpc
 
+    failures = failures or (grpc.aio.AioRpcError,)
     latencies: list[float] = []
     errors, measuring = 0, False
     stop = asyncio.Event()
@@ -144,7 +147,7 @@ async def measure_calls(send: Callable[[int, int], Awaitable[Any]], concurrency:
             started = time.perf_counter()
             try:
                 await send(index, call)
-            except grpc.aio.AioRpcError:
+            except failures:
                 errors += 1
                 continue
             finally:

@@ -5,7 +5,7 @@ Like tests/reliability/test_hostile_input.py (whose text strategies and limits i
 each property knows from how it built a request what the answer must be; every example ends
 with the server still ready on both ports. Then the cases a property cannot draw cheaply:
 bodies over the size limit, and slow clients (a stalled request line, headers or body).
-Bounded: 470 examples in all, no example database written to the shared tree.
+Bounded: 430 examples in all, no example database written to the shared tree.
 """
 
 from __future__ import annotations

@@ -337,6 +337,11 @@ def test_bodies_over_the_message_limit_get_413(repository: Path) -> None:
                          + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2 + b"0\r\n\r\n")
             head = sock.recv(65536).decode("latin-1")
         assert head.startswith("HTTP/1.1 413") and "--max-message-bytes" in head
+        # The limit holds for the decompressed body: a small gzip of a large body is refused.
+        bomb = gzip.compress(json.dumps({"text": "a" * 1_000_000}).encode())
+        assert len(bomb) < 4096
+        reply = call(small, "POST", "/v1/predict", bomb, {"Content-Encoding": "gzip"})
+        assert reply.status == 413 and "--max-message-bytes" in reply.error
         assert call(small, "GET", "/v2/health/ready").status == 200
     finally:
         small.close()
