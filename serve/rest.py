@@ -32,19 +32,24 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.web_protocol import RequestPayloadError
 from grpc import StatusCode
 
 from protos.inference import grpc_predict_v2_pb2 as pb
 from serve import rest_codec
 from serve.core import InferenceCore
 from serve.edge import status_for
-from serve.errors import ConfigurationError, ModelNotReady, ServingError
+from serve.errors import ConfigurationError, InvalidInput, ModelNotReady, ServingError
 from serve.kserve_servicer import KServeServicer
 from serve.metrics import Metrics
 from serve.security import TokenChecker, read_tokens
 from serve.settings import Settings
 
 log = logging.getLogger("serve.rest")
+# aiohttp logs a request that is not well-formed HTTP (and a client that vanishes mid-answer)
+# at ERROR with a traceback; any client could flood the log that way. Such records go to this
+# logger and are demoted to one DEBUG line each (see _ClientFaults).
+protocol_log = logging.getLogger("serve.rest.protocol")
 
 # gRPC status -> HTTP status, as Google's APIs and grpc-gateway map them (google/rpc/code.proto).
 HTTP_STATUS: dict[StatusCode, int] = {
@@ -169,6 +174,12 @@ class RestApi:
             raise web.HTTPRequestTimeout(text=f"the request body did not arrive within "
                                               f"{self.settings.http_read_timeout_s:g} s (--http-read-timeout-s)"
                                          ) from exc
+        except RequestPayloadError as exc:  # a body that does not decode as its Content-Encoding says
+            reason = getattr(exc.__cause__, "message", None) or str(exc)
+            raise InvalidInput(f"the request body could not be read: {reason} (Content-Encoding "
+                               f"{request.headers.get(hdrs.CONTENT_ENCODING)!r})") from exc
+        except ConnectionError as exc:  # the client went away mid-body: nobody to answer, nothing to log
+            raise InvalidInput("the connection closed before the request body arrived") from exc
 
     # -- KServe v2 REST
 
@@ -275,6 +286,20 @@ def build_app(api: RestApi) -> web.Application:
     return app
 
 
+class _ClientFaults(logging.Filter):
+    """Demote aiohttp's protocol-level records to DEBUG, one line without traceback: they are the client's faults."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg, record.args = f"{record.getMessage()}: {type(record.exc_info[1]).__name__}", ()
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return protocol_log.isEnabledFor(logging.DEBUG)
+
+
+protocol_log.addFilter(_ClientFaults())
+
+
 class RestServer:
     """The HTTP port's lifecycle: bind on :meth:`start`, drain on :meth:`stop`."""
 
@@ -291,7 +316,7 @@ class RestServer:
     async def start(self) -> int:
         """Listen on --host:--http-port; returns the bound port (:class:`ConfigurationError` if it cannot)."""
         s = self.settings
-        runner = web.AppRunner(build_app(self.api), handle_signals=False, access_log=None,
+        runner = web.AppRunner(build_app(self.api), handle_signals=False, access_log=None, logger=protocol_log,
                                handler_cancellation=True, keepalive_timeout=s.http_read_timeout_s,
                                shutdown_timeout=s.grace_period_s)
         await runner.setup()

@@ -244,7 +244,12 @@ CASES = [
     ("POST", "/v1/predict:batch", {"texts": []}, {}, 400, "send at least one text"),
     ("POST", "/v1/predict:batch", {"texts": ["a"] * 1025}, {}, 400, "at most 1024 per request"),
     ("POST", "/v2/repository/index", {"ready": "yes"}, {}, 400, "'ready' must be a boolean"),
-    ("POST", "/v1/predict", b"\x1f\x8b\x08\x00garbage", {"Content-Encoding": "gzip"}, 400, ""),
+    ("POST", "/v1/predict", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xff\xff\xff", {"Content-Encoding": "gzip"},
+     400, "could not be read: Can not decode content-encoding: gzip"),
+    ("POST", "/v1/predict", gzip.compress(b'{"text": "a fine film"}')[:12], {"Content-Encoding": "gzip"}, 400,
+     "not valid JSON"),  # a cut gzip stream decodes to what it holds: here nothing
+    ("POST", "/v1/predict", b"garbage", {"Content-Encoding": "deflate"}, 400, "(Content-Encoding 'deflate')"),
+    ("POST", INFER, b"garbage", {"Content-Encoding": "br"}, 400, "could not be read"),
 ]
 
 
