@@ -211,7 +211,7 @@ def infer_request(body: bytes, header_length: str | None, model_name: str, model
     parsed = _object(parse_json(body), "the inference request")
     request = pb.ModelInferRequest(model_name=model_name, model_version=model_version,
                                    id=_member(parsed, "id", str, "", ""))
-    _parameters(parsed, request.parameters, "", skip=(_BINARY_OUTPUT,))
+    _parameters(parsed, request.parameters, "request ", skip=(_BINARY_OUTPUT,))
     binary_default = _member(_member(parsed, "parameters", dict, "", {}), _BINARY_OUTPUT, bool, "parameters: ",
                              False)
     inputs = _member(parsed, "inputs", list, "")

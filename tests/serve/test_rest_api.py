@@ -213,6 +213,8 @@ CASES = [
     ("POST", INFER, infer_body(["a"], outputs=[{"parameters": {}}]), {}, 400, "outputs[0]: 'name' is required"),
     ("POST", INFER, infer_body(["a"], parameters={"timeout": -1}), {}, 400, "request parameter 'timeout'"),
     ("POST", INFER, infer_body(["a"], parameters={"timeout": "soon"}), {}, 400, "request parameter 'timeout'"),
+    ("POST", INFER, infer_body(["a"], parameters={"timeout": -2**64}), {}, 400,
+     "request parameter 'timeout' is out of the 64-bit integer range"),
     ("POST", INFER, infer_body(["a"], parameters={"custom": None}), {}, 400, "parameter 'custom' is null"),
     ("POST", INFER, infer_body(["a"], parameters={"custom": [1]}), {}, 400, "parameter 'custom' is array"),
     ("POST", INFER, infer_body(["a"], parameters={"custom": HUGE_SHAPE}), {}, 400, "64-bit integer range"),
