@@ -130,12 +130,13 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [f"Machine: {results['machine']} (shared with other work: figures are noisy); "
              f"{results['texts']} IMDB test reviews, one per request, concurrency {results['concurrency']}, "
              f"{results['seconds']:g} s per row; `{results['command']}` at {results['when']}.", "",
-             "| way | texts/s | p50 ms | p99 ms | errors | server CPU ms per request | vs gRPC |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| way | texts/s | p50 ms | p99 ms | errors | server CPU ms/request | load generator CPU ms/request "
+             "| vs gRPC |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in results["rows"]:
         base = rows["grpc ModelInfer" if "infer" in row["way"] or "Infer" in row["way"] else "grpc Predict"]
         lines.append(f"| {row['way']} | {row['texts_per_s']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
                      f"{row['errors']} | {row['server_cpu_ms_per_request']:.3f} | "
+                     f"{row['loadgen_cpu_ms_per_request']:.3f} | "
                      f"{row['texts_per_s'] / base['texts_per_s']:.2f}x |")
     lines += ["", f"Answers equal on every way for a sample of {results['sample']} reviews: {results['same_answers']}."]
     return "\n".join(lines)
@@ -158,10 +159,13 @@ def main() -> None:
     try:
         equal = asyncio.run(same_answers(port, http_port, texts[:50]))
         for way in WAYS:
-            server_cpu, began = cpu_seconds(proc.pid), time.monotonic()
+            server_cpu, own_cpu, began = cpu_seconds(proc.pid), time.process_time(), time.monotonic()
             row = asyncio.run(drive(way, port, http_port, texts, args.concurrency, args.seconds, args.warmup_s))
-            requests_sent = row["requests"] * (1 + args.warmup_s / args.seconds)  # warm-up calls used CPU too
+            # CPU per request of the server and of this load generator (both on the same CPUs), over
+            # the whole row; the warm-up's calls are estimated at the measured rate.
+            requests_sent = row["requests"] * (1 + args.warmup_s / args.seconds)
             row["server_cpu_ms_per_request"] = (cpu_seconds(proc.pid) - server_cpu) * 1000 / requests_sent
+            row["loadgen_cpu_ms_per_request"] = (time.process_time() - own_cpu) * 1000 / requests_sent
             row["wall_s"] = time.monotonic() - began
             print(json.dumps(row), flush=True)
             rows.append(row)

@@ -24,6 +24,7 @@ from protos.sentiment.v1 import sentiment_pb2 as spb
 from protos.sentiment.v1 import sentiment_pb2_grpc as spb_grpc
 from serve.errors import ConfigurationError
 from serve.kserve_codec import decode_bytes_tensor, encode_bytes_tensor
+from serve.settings import load_settings
 from tests.conftest import REPO_ROOT
 from tests.fixtures.http_client import Reply, infer_body, request
 from tests.serve.conftest import REVIEWS, ServerThread, make_settings
@@ -376,3 +377,13 @@ def test_kserve_grpc_and_rest_refuse_the_same_request_with_the_same_message(serv
         reply = call(server, "POST", INFER, infer_body(texts))
         assert reply.status == 400 and reply.error == caught.value.details()
 
+
+
+def test_http_settings_come_from_flags_and_env() -> None:
+    assert load_settings([], {}).http_port == 8000 and load_settings([], {}).http_read_timeout_s == 30.0
+    assert load_settings([], {"SENTIMENT_HTTP_PORT": "-1"}).http_port == -1
+    assert load_settings(["--http-port", "0"], {"SENTIMENT_HTTP_PORT": "9000"}).http_port == 0
+    for argv, needle in ((["--http-port", "-2"], "http_port must be >= -1"),
+                         (["--http-read-timeout-s", "0"], "http_read_timeout_s must be >= 0.001")):
+        with pytest.raises(ConfigurationError, match=needle):
+            load_settings(argv, {})
