@@ -203,7 +203,7 @@ def infer_request(body: bytes, header_length: str | None, model_name: str, model
     """A KServe REST infer body (and its ``Inference-Header-Content-Length``, if any) as a ModelInferRequest."""
     binary = memoryview(b"")
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        if not (header_length.isascii() and header_length.isdigit()) or int(header_length) > len(body):
             raise InvalidInput(f"{HEADER_LENGTH} {header_length!r} must be the byte length of the JSON at the start "
                                f"of the body (0 to {len(body)})")
         binary = memoryview(body)[int(header_length):]

@@ -226,6 +226,8 @@ CASES = [
     ("POST", INFER, infer_body(["a"]), {"Inference-Header-Content-Length": "abc"}, 400,
      "Inference-Header-Content-Length 'abc'"),
     ("POST", INFER, infer_body(["a"]), {"Inference-Header-Content-Length": "99999"}, 400, "(0 to "),
+    ("POST", INFER, infer_body(["a"]), {"Inference-Header-Content-Length": "\u00b2".encode()}, 400,
+     "Inference-Header-Content-Length '\u00b2'"),  # sent as UTF-8: a digit to str.isdigit, not to int()
     ("POST", INFER, b'{"inputs":[]}xyz', {"Inference-Header-Content-Length": "13"}, 400,
      "3 bytes of binary data follow the JSON"),
     ("POST", INFER, *with_binary(binary_input(1, binary_data_size=50), RAW_A), 400, "runs past the binary data"),
