@@ -125,18 +125,26 @@ async def drive(way: str, grpc_port: int, http_port: int, texts: list[str], conc
     return {"way": way, "concurrency": concurrency, **load_row(*measured, 1)}
 
 
+def loop_thread_cpu_seconds(pid: int) -> float:
+    """CPU time of the server's main thread, which runs the asyncio event loop (``python -m serve``)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def markdown(results: dict[str, Any]) -> str:
     rows = {row["way"]: row for row in results["rows"]}
     lines = [f"Machine: {results['machine']} (shared with other work: figures are noisy); "
              f"{results['texts']} IMDB test reviews, one per request, concurrency {results['concurrency']}, "
              f"{results['seconds']:g} s per row; `{results['command']}` at {results['when']}.", "",
-             "| way | texts/s | p50 ms | p99 ms | errors | server CPU ms/request | load generator CPU ms/request "
-             "| vs gRPC |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| way | texts/s | p50 ms | p99 ms | errors | server CPU ms/request (of which its event-loop thread) "
+             "| server CPUs busy | load generator CPU ms/request | vs gRPC |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in results["rows"]:
-        base = rows["grpc ModelInfer" if "infer" in row["way"] or "Infer" in row["way"] else "grpc Predict"]
+        base = rows.get("grpc ModelInfer" if "infer" in row["way"] or "Infer" in row["way"] else "grpc Predict", row)
         lines.append(f"| {row['way']} | {row['texts_per_s']:.0f} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
-                     f"{row['errors']} | {row['server_cpu_ms_per_request']:.3f} | "
-                     f"{row['loadgen_cpu_ms_per_request']:.3f} | "
+                     f"{row['errors']} | {row['server_cpu_ms_per_request']:.2f} "
+                     f"({row['server_loop_thread_cpu_ms_per_request']:.2f}) | {row['server_cpus']:.2f} | "
+                     f"{row['loadgen_cpu_ms_per_request']:.2f} | "
                      f"{row['texts_per_s'] / base['texts_per_s']:.2f}x |")
     lines += ["", f"Answers equal on every way for a sample of {results['sample']} reviews: {results['same_answers']}."]
     return "\n".join(lines)
@@ -148,6 +156,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per row")
     parser.add_argument("--warmup-s", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS), help="rows to run, in this order")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
     http_port = free_port()
@@ -158,14 +167,18 @@ def main() -> None:
     rows = []
     try:
         equal = asyncio.run(same_answers(port, http_port, texts[:50]))
-        for way in WAYS:
+        for way in args.ways:
             server_cpu, own_cpu, began = cpu_seconds(proc.pid), time.process_time(), time.monotonic()
+            loop_cpu = loop_thread_cpu_seconds(proc.pid)
             row = asyncio.run(drive(way, port, http_port, texts, args.concurrency, args.seconds, args.warmup_s))
             # CPU per request of the server and of this load generator (both on the same CPUs), over
             # the whole row; the warm-up's calls are estimated at the measured rate.
             requests_sent = row["requests"] * (1 + args.warmup_s / args.seconds)
             row["server_cpu_ms_per_request"] = (cpu_seconds(proc.pid) - server_cpu) * 1000 / requests_sent
             row["loadgen_cpu_ms_per_request"] = (time.process_time() - own_cpu) * 1000 / requests_sent
+            row["server_loop_thread_cpu_ms_per_request"] = ((loop_thread_cpu_seconds(proc.pid) - loop_cpu) * 1000
+                                                            / requests_sent)
+            row["server_cpus"] = (cpu_seconds(proc.pid) - server_cpu) / (time.monotonic() - began)
             row["wall_s"] = time.monotonic() - began
             print(json.dumps(row), flush=True)
             rows.append(row)

@@ -59,6 +59,15 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | finite | 
                            max_leaves=6)
 
 
+def parses(data: bytes) -> bool:
+    """Whether ``data`` is UTF-8 JSON as the server reads it."""
+    try:
+        json.loads(data.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError both
+        return False
+    return True
+
+
 def send(server: ServerThread, method: str, path: str, body: bytes | dict | list | str | None = None,
          headers: dict[str, str] | None = None) -> Reply:
     reply = request(server.server.http_port, method, path, body, headers)
@@ -208,7 +217,10 @@ def infer_cases(draw: st.DrawFn) -> Case:
     else:
         data, headers = encoded(body), {}
     if defect == "not_json":
-        data, headers = data[:draw(st.integers(0, len(data) - 1))] + draw(st.sampled_from([b"", b"}", b"\x00"])), {}
+        cut = data[:draw(st.integers(0, len(data) - 1))]
+        data, headers = cut + draw(st.sampled_from([b"", b"}", b"\x00"])), {}
+        if parses(data):  # the cut (and a closing brace) happened to leave valid JSON: a NUL never is
+            data = cut + b"\x00"
         status, needle = 400, "request body is not valid"  # JSON; or UTF-8, where the cut splits a character
     elif defect == "top_level":
         data, headers = encoded(draw(WRONG_TYPES.filter(lambda v: not isinstance(v, dict)))), {}
