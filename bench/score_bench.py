@@ -86,7 +86,7 @@ def run_server(model: str, source: Path, workdir: Path, threads: int, batch_size
     port = free_port()
     command = [sys.executable, "-m", "serve", "--model-repository", str(repository), "--model", name,
                "--version", str(version or "latest"), "--port", str(port), "--metrics-port", "-1",
-               "--intra-op-threads", str(threads), "--max-batch-size", str(batch_size)]
+               "--http-port", "0", "--intra-op-threads", str(threads), "--max-batch-size", str(batch_size)]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         with SentimentClient(f"127.0.0.1:{port}", retry=RetryPolicy(attempts=30, max_backoff_s=1)) as client:

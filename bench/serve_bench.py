@@ -102,7 +102,8 @@ def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[sub
                "--metrics-port", str(metrics_port), "--workers", str(args.threads),
                *(["--max-batch-size", str(args.max_batch_size)] if args.max_batch_size else []),
                "--max-queue-delay-ms", str(args.max_queue_delay_ms),
-               "--log-level", "warning", *args.server_args]
+               "--log-level", "warning",
+               *([] if "--http-port" in args.server_args else ["--http-port", str(free_port())]), *args.server_args]
     started = time.monotonic()
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
@@ -124,14 +125,17 @@ def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[sub
 
 
 async def measure_calls(send: Callable[[int, int], Awaitable[Any]], concurrency: int, seconds: float,
-                      warmup_s: float) -> tuple[list[float], int, float]:
+                      warmup_s: float, failures: tuple[type[BaseException], ...] | None = None
+                      ) -> tuple[list[float], int, float]:
     """``concurrency`` workers await ``send(worker, call)`` back to back (``call`` counts that worker's calls).
 
     Returns the latencies (s) of the calls that finished within the measured ``seconds``
-    after ``warmup_s``, the count of calls that failed with a gRPC error, and the measured wall time.
+    after ``warmup_s``, the count of calls that failed with one of ``failures`` (default: a
+    gRPC error), and the measured wall time.
     """
     import grpc
 
+    failures = failures or (grpc.aio.AioRpcError,)
     latencies: list[float] = []
     errors, measuring = 0, False
     stop = asyncio.Event()
@@ -143,7 +147,7 @@ async def measure_calls(send: Callable[[int, int], Awaitable[Any]], concurrency:
             started = time.perf_counter()
             try:
                 await send(index, call)
-            except grpc.aio.AioRpcError:
+            except failures:
                 errors += 1
                 continue
             finally:

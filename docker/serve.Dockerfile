@@ -54,10 +54,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     SENTIMENT_MODEL_REPOSITORY=/models \
     SENTIMENT_HOST=0.0.0.0 \
     SENTIMENT_PORT=8001 \
+    SENTIMENT_HTTP_PORT=8000 \
     SENTIMENT_METRICS_PORT=8002
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8001 8002
+EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/app/healthcheck.py"]
 ENTRYPOINT ["python", "-m", "serve"]

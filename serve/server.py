@@ -30,6 +30,7 @@ from serve.ops.errors import ConfigurationError
 from serve.ops.metrics import Metrics
 from serve.ops.security import auth_interceptors, server_credentials
 from serve.ops.settings import Settings
+from serve.rest.server import RestServer
 
 log = logging.getLogger("serve.server")
 SENTIMENT_SERVICE = sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"].full_name
@@ -54,18 +55,28 @@ class Server:
         self.reloader = reloader
         self.watcher = watcher
         self.metrics_port: int | None = None
+        self.rest: RestServer | None = None  # the HTTP port (serve/rest/server.py), None with --http-port -1
+        self.http_port: int | None = None
 
     async def start(self) -> None:
         """Accept connections (health answers NOT_SERVING) and open the metrics endpoint."""
         for name in HEALTH_NAMES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.grpc.start()
+        if self.rest is not None:
+            try:
+                self.http_port = await self.rest.start()
+            except ConfigurationError:
+                await self.grpc.stop(0)
+                raise
         if self.settings.metrics_port >= 0:
             host = self.settings.metrics_bind_host
             try:
                 self.metrics_port = self.metrics.serve_http(host, self.settings.metrics_port)
             except OSError as exc:
                 await self.grpc.stop(0)
+                if self.rest is not None:
+                    await self.rest.stop()
                 raise ConfigurationError(f"cannot serve metrics on {host}:"
                                          f"{self.settings.metrics_port}: {exc}") from exc
 
@@ -83,7 +94,7 @@ class Server:
         await self.health.enter_graceful_shutdown()
         if self.watcher is not None:
             await self.watcher.stop()
-        await self.grpc.stop(grace)
+        await asyncio.gather(self.grpc.stop(grace), self.rest.stop() if self.rest is not None else asyncio.sleep(0))
         await self.core.close()
         self.metrics.stop_http()
 
@@ -111,7 +122,8 @@ def create_server(settings: Settings) -> tuple[Server, int]:
     grpc_server = grpc.aio.server(interceptors=interceptors, options=options)
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
         SentimentServicer(core, settings.stream_window), grpc_server)
-    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(core), grpc_server)
+    kserve = KServeServicer(core)
+    grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(kserve, grpc_server)
     admin_pb2_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(core, reloader, settings), grpc_server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
@@ -124,7 +136,10 @@ def create_server(settings: Settings) -> tuple[Server, int]:
         raise ConfigurationError(f"cannot listen on {address}: {exc}") from exc
     if port == 0:
         raise ConfigurationError(f"cannot listen on {address} (port in use, or the address is not local)")
-    return Server(settings, grpc_server, core, health_servicer, metrics, reloader, watcher), port
+    server = Server(settings, grpc_server, core, health_servicer, metrics, reloader, watcher)
+    if settings.http_port >= 0:  # the HTTP port shares the core, the KServe servicer and the metrics
+        server.rest = RestServer(settings, core, kserve, metrics)
+    return server, port
 
 
 def process_age_s() -> float | None:
@@ -147,7 +162,8 @@ async def serve(settings: Settings) -> int:
     await server.start()
     log.info("listening", extra={"address": f"{settings.host}:{port}", "tls": settings.tls,
                                  "token_auth": settings.auth_token_file is not None,
-                                 "metrics_host": settings.metrics_bind_host, "metrics_port": server.metrics_port})
+                                 "metrics_host": settings.metrics_bind_host, "metrics_port": server.metrics_port,
+                                 "http_port": server.http_port})
     loading = asyncio.create_task(server.load())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)

@@ -66,7 +66,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
                          ) -> pb.ModelInferResponse:
-        return await self._infer(request, deadline_of(context))
+        return await self.infer(request, deadline_of(context))
 
     async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
                                context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse]:
@@ -75,7 +75,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
         async def answer(request: pb.ModelInferRequest) -> pb.ModelStreamInferResponse:
             try:
-                return pb.ModelStreamInferResponse(infer_response=await self._infer(request, deadline))
+                return pb.ModelStreamInferResponse(infer_response=await self.infer(request, deadline))
             except ServingError as exc:
                 return pb.ModelStreamInferResponse(error_message=f"request id={request.id!r}: {exc}")
 
@@ -107,7 +107,8 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.RepositoryIndexResponse(models=extensions.repository_index(
             self._core.settings.model_repository, (model.name, model.version) if model else None, request.ready))
 
-    async def _infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
+    async def infer(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
+        """Validate and score one ModelInferRequest (from the gRPC port or, converted, the HTTP port)."""
         if not request.model_name:
             raise InvalidInput("model_name is required")
         # Checked and admitted with no await in between: a reload (which switches on this loop)

@@ -39,6 +39,12 @@ class Settings:
     host: str = _opt("127.0.0.1", "address to listen on (0.0.0.0 for every interface)")
     port: int = _opt(8001, "gRPC port (0: any free port)")
     metrics_port: int = _opt(8002, "Prometheus metrics port, on --metrics-host (0: any free port, -1: off)")
+    # The HTTP port (serve/rest/server.py): KServe v2 REST and the /v1 JSON API, same limits, tokens and TLS as gRPC.
+    http_port: int = _opt(8000, "HTTP/REST port on --host: KServe v2 REST and /v1 JSON, with the gRPC port's "
+                                "limits, --tls-* and --auth-token-file (0: any free port, -1: off)")
+    http_read_timeout_s: float = _opt(30.0, "HTTP: seconds a client may take to send a request's headers, and "
+                                            "again its body (slower ones get 408 or are dropped); an idle "
+                                            "keep-alive connection is closed after as long")
     device: str = _opt("cpu", "execution device", ("cpu", "cuda"))
     allow_cpu_fallback: bool = _opt(False, "with --device cuda, run on CPU (with a warning) if CUDA is missing")
     precision: str = _opt("fp32", "which graph of the version to serve", ("fp32", "int8"))
@@ -82,7 +88,7 @@ class Settings:
             ("max_message_bytes", 1024), ("stream_window", 1), ("intra_op_threads", 0), ("inter_op_threads", 0),
             ("workers", 0), ("max_rows_per_run", 1),
             ("port", 0), ("metrics_port", -1), ("max_queue_delay_ms", 0), ("grace_period_s", 0),
-            ("repository_poll_s", 0),
+            ("repository_poll_s", 0), ("http_port", -1), ("http_read_timeout_s", 0.001),
         ) if getattr(self, name) < low]
         if self.version != "latest" and not (self.version.isdigit() and int(self.version) > 0):
             problems.append(f"version must be a positive integer or 'latest', not {self.version!r}")

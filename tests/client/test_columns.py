@@ -149,7 +149,8 @@ def test_text_and_label_columns_work_without_flags(tmp_path: Path, local_backend
     assert [r["predicted_label"] for r in out] == [
         "positive" if p >= 0.5 else "negative" for p in reference(texts)]
     assert summary["evaluation"]["evaluated"] == 11  # the label column was used as the gold labels
-    assert summary["columns_used"] == {"text": "text", "label": "label", "added": ["probability", "predicted_label", "known_word_fraction"],
+    added = ["probability", "predicted_label", "known_word_fraction"]
+    assert summary["columns_used"] == {"text": "text", "label": "label", "added": added,
                                        "encoding": None if fmt == "parquet" else "utf-8", "notes": []}
 
 

@@ -225,6 +225,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
                "TRAIN_IMAGE": f"imdb-edge/train:test-{suffix}", "IMDB_DATA_DIR": str(data.parent),
                "IMDB_DATA_FILE": data.name,
                "SENTIMENT_PORT": str(grpc_port), "SENTIMENT_METRICS_PORT": str(metrics_port),
+               "SENTIMENT_HTTP_PORT": str(free_port()),
                "SENTIMENT_HOST": "127.0.0.1", "HEALTHCHECK_INTERVAL": "2s", "SCORE_DIR": str(score_dir)}
         project = f"imdbtest{suffix}"
         partial = Stack(project, env, f"127.0.0.1:{grpc_port}", metrics_port, "", timings, cleanup, keep)

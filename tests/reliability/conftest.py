@@ -49,6 +49,7 @@ def health_status(channel: grpc.Channel) -> str:
 def start_process(repository: Path, *args: str) -> tuple[ServeProcess, int, str]:
     """``python -m serve`` on the tiny model, SERVING; returns it, its gRPC port and its metrics URL."""
     process = ServeProcess(["--model-repository", str(repository), "--metrics-port", "0", *PROCESS_THREADS,
+                            *(() if "--http-port" in args else ("--http-port", "0")),
                             *(args if "--port" in args else ("--port", "0", *args))])
     try:
         listening = process.wait_log("listening")

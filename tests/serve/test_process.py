@@ -78,7 +78,7 @@ def scrape(url: str, method: str) -> float:
 @pytest.fixture
 def serve_process(repository: Path) -> Iterator[ServeProcess]:
     process = ServeProcess(["--model-repository", str(repository), "--port", "0", "--metrics-port", "0",
-                            "--intra-op-threads", "1", "--grace-period-s", "20"])
+                            "--http-port", "0", "--intra-op-threads", "1", "--grace-period-s", "20"])
     yield process
     process.kill()
 
@@ -141,11 +141,11 @@ def test_sigterm_drains_in_flight_requests_then_exits_zero(serve_process: ServeP
 
 def test_bad_configuration_exits_two_with_a_clear_message(repository: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "serve", "--model-repository", str(repository), "--port", "0",
-                           "--metrics-port", "-1", "--device", "cuda"], cwd=REPO_ROOT, env=env(),
+                           "--metrics-port", "-1", "--http-port", "-1", "--device", "cuda"], cwd=REPO_ROOT, env=env(),
                           capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 1 or done.returncode == 2
     assert "CUDA" in done.stderr and "--allow-cpu-fallback" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "serve", "--port", "0"], cwd=REPO_ROOT,
+    done = subprocess.run([sys.executable, "-m", "serve", "--port", "0", "--http-port", "0"], cwd=REPO_ROOT,
                           env=env(SENTIMENT_MAX_BATCH_SIZE="0"), capture_output=True, text=True, timeout=TIMEOUT)
     assert done.returncode == 2 and "max_batch_size must be >= 1" in done.stderr
 
@@ -158,7 +158,7 @@ from serve.server import create_server
 import serve.__main__, client  # noqa
 async def main():
     server, port = create_server(load_settings(["--model-repository", {str(repository)!r}, "--port", "0",
-                                                "--metrics-port", "-1", "--intra-op-threads", "1"]))
+                                                "--metrics-port", "-1", "--http-port", "0", "--intra-op-threads", "1"]))
     await server.start(); await server.load()
     (prediction,) = (await server.core.predict(["a fine film"])).predictions
     await server.stop(0)

@@ -361,7 +361,7 @@ def test_loading_and_running_a_version_unpickles_nothing(repository: Path, monke
 def test_client_cli_over_tls_with_a_token_file(repository: Path, pki: Pki, token_file: Path,
                                                tmp_path: Path) -> None:
     process = ServeProcess(["--model-repository", str(repository), "--port", "0", "--metrics-port", "0",
-                            "--intra-op-threads", "1", "--log-level", "debug"],
+                            "--http-port", "0", "--intra-op-threads", "1", "--log-level", "debug"],
                            SENTIMENT_TLS_CERT=str(pki.server.cert), SENTIMENT_TLS_KEY=str(pki.server.key),
                            SENTIMENT_AUTH_TOKEN_FILE=str(token_file))
     try:
