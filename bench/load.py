@@ -65,8 +65,8 @@ class _Clients:
             request.inputs.add(name="text", datatype="BYTES", shape=[len(texts)]).contents.bytes_contents.extend(
                 text.encode("utf-8") for text in texts)
             reply = await self.kserve.ModelInfer(request, timeout=t)
-            return [len(o.contents.fp32_contents or o.contents.bytes_contents) for o in reply.outputs] == \
-                [len(texts)] * 2
+            return {o.name for o in reply.outputs} >= {"probability", "label"} and all(
+                len(o.contents.fp32_contents or o.contents.bytes_contents) == len(texts) for o in reply.outputs)
         half = len(texts) // 2  # a short stream: two messages, answered by id
         messages = [spb.PredictStreamRequest(id="a", texts=texts[:half]),
                     spb.PredictStreamRequest(id="b", texts=texts[half:])]

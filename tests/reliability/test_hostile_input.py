@@ -191,7 +191,8 @@ def infer_cases(draw: st.DrawFn) -> Case:
     items = [t.encode("utf-8") for t in draw(st.lists(st.one_of(any_text, adversarial_text).filter(
         lambda t: text_error(t) is None), min_size=1, max_size=5))]
     raw = draw(st.booleans())
-    outputs = draw(st.sampled_from([[], ["probability"], ["label"], ["label", "probability"]]))
+    outputs = draw(st.sampled_from([[], ["probability"], ["label"], ["label", "probability"],
+                                    ["known_word_fraction", "probability"]]))
     request = valid_infer(items, raw, outputs)
     tensor = request.inputs[0]
     defect = draw(st.sampled_from(
