@@ -18,6 +18,7 @@ from tqdm import tqdm
 from export import measure
 from export.onnx_export import OPSET, export_onnx
 from export.quantize import quantize_int8
+from export.step_graph import export_step_graphs, step_parity
 from runtime.preprocessing import encode_texts
 from runtime.repository import PRECISION_FILES, TOKENIZER_FILE, load_version
 from runtime.repository_writer import next_version, publish, staging_dir
@@ -26,6 +27,7 @@ from train.data import read_reviews, stratified_subset
 from train.tokenizer import UNK_TOKEN
 
 PARITY_TOLERANCE = 1e-4  # export refuses a graph further than this from PyTorch (tests demand 1e-5)
+STEP_PARITY_TOLERANCE = 1e-5  # steps vs whole graph: the serving promise (one text, one answer)
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,14 @@ def export_version(options: ExportOptions) -> Path:
         int8_ops = quantize_int8(fp32_path, staging / PRECISION_FILES["int8"])
         tokenizer.save(str(staging / TOKENIZER_FILE))
         pad_id = model.config.pad_id
+        # Step-level batching (docs/model-repository.md, 'steps'): same weights, read in steps.
+        steps = export_step_graphs(model, staging)
+        steps["parity"] = step_parity(staging, steps, pad_id, model.config.vocab_size,
+                                      payload["preprocessing"]["max_tokens"])
+        step_gap = steps["parity"]["max_abs_diff_vs_whole"]
+        if step_gap > STEP_PARITY_TOLERANCE:
+            raise RuntimeError(f"the step graph and model.onnx disagree by {step_gap:.2e} on P(positive)"
+                               f" (tolerance {STEP_PARITY_TOLERANCE}); refusing to publish this version")
         metadata: dict[str, Any] = {
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "labels": ["negative", "positive"], "threshold": 0.5,
@@ -133,6 +143,7 @@ def export_version(options: ExportOptions) -> Path:
                       "config": payload["model_config"], "opset": OPSET,
                       "fp32_ops": sorted({n.op_type for n in onnx.load(str(fp32_path)).graph.node}),
                       "int8_ops": int8_ops},
+            "steps": steps,
             "training": training_summary(options.checkpoint, payload),
             "evaluation": (evaluate(staging, model, tokenizer, payload, options, pad_id) if options.data
                            else {"skipped": "no --data given"}),

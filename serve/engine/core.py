@@ -39,7 +39,9 @@ from runtime.run_cost import DEFAULT_RUN_COST, RunCost
 from runtime.session import ModelRunner, load_runner, thread_plan
 from serve.engine.batcher import Batcher, BatchObserver
 from serve.engine.grouping import length_groups
+from serve.engine.scheduler import StepRecord
 from serve.engine.statistics import InferenceStatistics
+from serve.engine.step_engine import PreparedSteps, StepBatching, prepare_steps
 from serve.ops.errors import InvalidInput, ModelNotFound, ModelNotReady
 from serve.ops.settings import Settings
 
@@ -68,6 +70,7 @@ class LoadedModel:
     vocabulary: Vocabulary
     load_seconds: float
     run_cost: RunCost = DEFAULT_RUN_COST  # how batches are split into runs (measured at warm-up)
+    steps: PreparedSteps | None = None  # --batching steps with a step graph: serve/engine/step_engine.py
 
     @property
     def model(self) -> ModelVersion:
@@ -83,7 +86,9 @@ class Scored:
 
 
 class CoreObserver(BatchObserver, Protocol):
-    """The batcher's measurements plus the core's own (padding, model load)."""
+    """The batcher's and the step scheduler's measurements plus the core's own (padding, model load)."""
+
+    def step_done(self, record: StepRecord) -> None: ...
 
     def padding(self, real_tokens: int, padded_tokens: int) -> None: ...
 
@@ -100,7 +105,7 @@ class PhaseTimes:
 
 
 class _BatchObservers:
-    """The batcher's one observer: the core's statistics, then the outside observer (metrics), if any."""
+    """The batcher's (and step scheduler's) one observer: the core's statistics, then the outside observer."""
 
     def __init__(self, statistics: InferenceStatistics, observer: CoreObserver | None) -> None:
         self._statistics = statistics
@@ -115,6 +120,30 @@ class _BatchObservers:
         self._statistics.queued(queue_seconds)
         if self._observer is not None:
             self._observer.batch_done(units, queue_seconds, compute_seconds, cpu_seconds)
+
+    def step_done(self, record: StepRecord) -> None:
+        self._statistics.queued(record.queue_seconds)
+        self._statistics.batch_done(record.rows, record.requests, record.encode_seconds, record.seconds, 0.0)
+        if self._observer is not None:
+            self._observer.step_done(record)
+
+
+def label(model: ModelVersion, probabilities: Sequence[float] | np.ndarray,
+          known: Sequence[float]) -> list[Prediction]:
+    """One :class:`Prediction` per P(positive), labelled by the version's threshold, with each
+    text's known-word fraction (``known``, aligned with ``probabilities``)."""
+    negative, positive = model.labels
+    threshold = model.threshold
+    return [Prediction(positive if p >= threshold else negative, float(p), k)
+            for p, k in zip(probabilities, known, strict=True)]
+
+
+def known_word_fractions(loaded: LoadedModel, texts: Sequence[str]) -> list[float]:
+    """Each text's known-word fraction, from its cleaned, truncated ids (the steps path's
+    scheduler keeps only probabilities, so its texts are tokenized once more for this)."""
+    model = loaded.model
+    inputs = encode_for_model(loaded.tokenizer, loaded.vocabulary, texts, model.max_tokens, model.head_tokens)
+    return [1.0 if x is None else x.known_word_fraction for x in inputs]
 
 
 def length_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
@@ -144,6 +173,8 @@ class InferenceCore:
         self._rows_per_run = rows_per_run(settings.precision, min(settings.max_rows_per_run, settings.max_batch_size))
         # Half a model run: chunks of a large request pair up with like-length chunks in a batch.
         self._chunk_size = max(1, min(settings.max_batch_size, settings.max_rows_per_run // 2))
+        self._observers = _BatchObservers(self.statistics, observer)
+        self._steps = StepBatching(settings, self._observers) if settings.batching == "steps" else None
 
     @property
     def loaded(self) -> LoadedModel:
@@ -165,12 +196,13 @@ class InferenceCore:
         self._batcher = Batcher(self._score_batch, max_batch_size=self.settings.max_batch_size,
                                 max_queue_size=self.settings.max_queue_size,
                                 max_delay_s=self.settings.max_queue_delay_ms / 1000, max_concurrent=workers,
-                                observer=_BatchObservers(self.statistics, self._observer),
+                                observer=self._observers,
                                 key=mean_length)
         self._install(loaded)
         self.ready = True
         log.info("model ready", extra={"model": loaded.model.name, "version": loaded.model.version,
                                        "precision": self.settings.precision, "device": loaded.runner.device,
+                                       "batching": "steps" if loaded.steps is not None else "whole",
                                        "workers": workers, "intra_op_threads": intra_op_threads,
                                        "load_s": round(loaded.load_seconds, 3),
                                        "run_cost_us": {k: round(v * 1e6, 2) for k, v in
@@ -197,6 +229,8 @@ class InferenceCore:
         if not all(0.0 <= p <= 1.0 for p in probabilities):  # NaN fails both comparisons
             raise RepositoryError(f"{model.model_path(s.precision)}: the graph answers {probabilities} for the "
                                   "probe texts; a probability must lie in [0, 1]")
+        if s.batching == "steps":  # serve/engine/step_engine.py
+            loaded = dataclasses.replace(loaded, steps=prepare_steps(model, s, runner, tokenizer, PROBE_TEXTS))
         return dataclasses.replace(loaded, load_seconds=time.perf_counter() - started)
 
     def switch(self, loaded: LoadedModel) -> LoadedModel:
@@ -213,6 +247,8 @@ class InferenceCore:
 
     def _install(self, loaded: LoadedModel) -> None:
         self._loaded = loaded
+        if self._steps is not None:
+            self._steps.serve(loaded)
         self.statistics.reset()
         if self._observer is not None:
             self._observer.model_loaded(loaded.model, self.settings.precision, loaded.runner.device,
@@ -223,6 +259,8 @@ class InferenceCore:
         self.ready = False
         if self._batcher is not None:
             await self._batcher.close()
+        if self._steps is not None:
+            await self._steps.close()
 
     def check_model(self, name: str, version: str = "") -> ModelVersion:
         """The served model if ``name``/``version`` designate it ('' means the served version)."""
@@ -287,6 +325,10 @@ class InferenceCore:
         batch, doubtful = self.validate(texts, field)
         await self.refuse_unreadable(batch, doubtful, field)
         loaded = self.loaded
+        if self._steps is not None and loaded.steps is not None:
+            probabilities = await self._steps.submit(loaded, batch, deadline)
+            known = await asyncio.get_running_loop().run_in_executor(None, known_word_fractions, loaded, batch)
+            return Scored(loaded.model, label(loaded.model, probabilities, known))
         if len(batch) <= self.settings.max_batch_size:
             return await self._batcher.submit((loaded, batch), len(batch), deadline)
         # A request larger than a batch is shared out among the workers in small chunks of
@@ -341,10 +383,7 @@ class InferenceCore:
             if observe and self._observer is not None:
                 self._observer.padding(int(group_lengths.sum()), input_ids.size)
         labelling = clock()
-        negative, positive = model.labels
-        threshold = model.threshold
-        predictions = [Prediction(positive if p >= threshold else negative, float(p), x.known_word_fraction)  # type: ignore[union-attr]
-                       for p, x in zip(probabilities, inputs, strict=True)]
+        predictions = label(model, probabilities, [x.known_word_fraction for x in inputs])  # type: ignore[union-attr]
         if phases is not None:
             phases.input += labelling - began - running
             phases.infer += running

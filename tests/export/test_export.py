@@ -20,7 +20,7 @@ def encode(version, reviews):
 def test_end_to_end_export_writes_a_complete_version(exported):
     assert exported.name == "1"
     files = {p.name for p in exported.iterdir()}
-    assert files == {"model.onnx", "model.int8.onnx", "tokenizer.json", "metadata.json"}
+    assert files == {"model.onnx", "model.int8.onnx", "tokenizer.json", "metadata.json", "step.onnx", "head.onnx"}
     assert (exported.parent / "config.pbtxt").read_text().count('platform: "onnxruntime_onnx"') == 1
     metadata = json.loads((exported / "metadata.json").read_text())
     assert metadata["name"] == "imdb-lstm" and metadata["version"] == 1
@@ -29,6 +29,10 @@ def test_end_to_end_export_writes_a_complete_version(exported):
     assert evaluation["throughput"]["fp32_texts_per_s"] > 0 and evaluation["parity"]["reviews"] == 500
     assert metadata["source"]["command"].startswith("python -m export")
     assert set(metadata["files"]) == files - {"metadata.json"}
+    steps = metadata["steps"]
+    assert (steps["step_graph"], steps["head_graph"]) == ("step.onnx", "head.onnx")
+    assert [s["name"] for s in steps["state"]] == ["h", "c", "max", "sum_out", "sum_emb"]
+    assert steps["parity"]["max_abs_diff_vs_whole"] <= 1e-5
 
 
 def test_graph_uses_fused_lstm_and_passes_full_check(exported):
