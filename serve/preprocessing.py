@@ -42,6 +42,17 @@ def encode_texts(
     return [truncate_head_tail(enc.ids, max_tokens, head_tokens) or [unk_id] for enc in encodings]
 
 
+def encode_with_offsets(tokenizer: Tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """All ids of ``text`` (untruncated; :func:`encode_texts`' ids before truncation) and each id's
+    ``(start, end)`` character offsets (code points, end exclusive) into ``text`` as given.
+
+    The tokenizer's normalizer (markup, NFKC, lower case) keeps track of alignment, so the
+    offsets point into the original text, not the cleaned one (Explain's sentence mapping).
+    """
+    encoding = tokenizer.encode(text, add_special_tokens=False)
+    return encoding.ids, encoding.offsets
+
+
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-pad id lists into the model's inputs: ``input_ids`` int64 [B, T], ``lengths`` int64 [B]."""
     lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))

@@ -21,6 +21,7 @@ from protos.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from protos.sentiment.v1 import admin_pb2, admin_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
 from serve.admin_servicer import ModelAdminServicer
 from serve.core import InferenceCore
+from serve.explain_service import ExplainService
 from serve.edge import EdgeInterceptor
 from serve.errors import ConfigurationError
 from serve.kserve_servicer import KServeServicer
@@ -45,7 +46,7 @@ class Server:
 
     def __init__(self, settings: Settings, grpc_server: grpc.aio.Server, core: InferenceCore,
                  health_servicer: health.aio.HealthServicer, metrics: Metrics, reloader: ModelReloader,
-                 watcher: RepositoryWatcher | None) -> None:
+                 watcher: RepositoryWatcher | None, explainer: ExplainService | None = None) -> None:
         self.settings = settings
         self.grpc = grpc_server
         self.core = core
@@ -53,6 +54,7 @@ class Server:
         self.metrics = metrics
         self.reloader = reloader
         self.watcher = watcher
+        self.explainer = explainer
         self.metrics_port: int | None = None
 
     async def start(self) -> None:
@@ -84,6 +86,8 @@ class Server:
         if self.watcher is not None:
             await self.watcher.stop()
         await self.grpc.stop(grace)
+        if self.explainer is not None:
+            await self.explainer.close()
         await self.core.close()
         self.metrics.stop_http()
 
@@ -109,8 +113,9 @@ def create_server(settings: Settings) -> tuple[Server, int]:
         ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
     ]
     grpc_server = grpc.aio.server(interceptors=interceptors, options=options)
+    explainer = ExplainService(core, settings)
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
-        SentimentServicer(core, settings.stream_window), grpc_server)
+        SentimentServicer(core, settings.stream_window, explainer), grpc_server)
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(KServeServicer(core), grpc_server)
     admin_pb2_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(core, reloader, settings), grpc_server)
     health_servicer = health.aio.HealthServicer()
@@ -124,7 +129,7 @@ def create_server(settings: Settings) -> tuple[Server, int]:
         raise ConfigurationError(f"cannot listen on {address}: {exc}") from exc
     if port == 0:
         raise ConfigurationError(f"cannot listen on {address} (port in use, or the address is not local)")
-    return Server(settings, grpc_server, core, health_servicer, metrics, reloader, watcher), port
+    return Server(settings, grpc_server, core, health_servicer, metrics, reloader, watcher, explainer), port
 
 
 def process_age_s() -> float | None:

@@ -1,0 +1,206 @@
+"""Explain one review from the LSTM's own memory: the running probability, sentence by sentence,
+and each sentence's effect. Pure computation over a :class:`~serve.step_runner.StepRunner`; no gRPC.
+
+Given the review's token ids with their character offsets and its sentence spans
+(:func:`serve.sentences.split_sentences`):
+
+* **What the model reads** is what Predict reads: all ids, or, past ``max_tokens``, the first
+  ``head_tokens`` and the last ``max_tokens - head_tokens`` (:func:`~serve.preprocessing.truncate_head_tail`).
+  A sentence whose tokens all sit in the dropped middle has ``tokens_read == 0``: it gets no
+  running probability and no effect (None), never an invented number.
+* **Running probability** of a sentence: the head applied to the state the step graph carries
+  after the sentence's last read token, i.e. the model's answer had the review ended there.
+  The state is carried from sentence to sentence (one step call per sentence); no prefix is
+  ever scored again from the start. The last one is the review's probability (Predict's, within
+  the step graph's 1e-5 parity).
+* **Effect** of a sentence: P(review) - P(review without the sentence's read tokens). All the
+  "without" rows run together in one batched pass of the step graph; row ``i`` starts from
+  the state carried to the start of sentence ``i`` (the prefix is shared, not re-read) and
+  reads what follows the sentence. A review left with no token scores as ``[unk_id]``, as
+  Predict scores an empty one.
+* **Swing** of a sentence: its running probability minus the previous read sentence's; the
+  **turning point** is the sentence with the largest absolute swing (None with fewer than two
+  read sentences); the **most decisive** sentence has the largest absolute effect.
+
+Cost, in model work: the running pass reads the review once (as Predict does); the effect pass
+reads, for each sentence, what follows it: about ``sentences / 2`` reviews' worth of row-steps,
+batched (bench/explain_bench.py measures it against Predict).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from serve.preprocessing import truncate_head_tail
+from serve.sentences import Span
+from serve.step_runner import State, StepRunner
+
+# Tokens per step call in the effect pass: rows leave the batch at the first step past their
+# end, so at most this many padded positions are computed per row.
+EFFECT_STEP_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class SentenceExplanation:
+    """One sentence: its span ``[start, end)`` in the original text (code points) and what the model made of it.
+
+    ``tokens``: the sentence's token count; ``tokens_read``: how many of them the model reads
+    (fewer when the review is truncated). ``running_probability``, ``swing`` and ``effect`` are
+    None when ``tokens_read`` is 0 (``swing`` also for the first read sentence).
+    """
+
+    start: int
+    end: int
+    tokens: int
+    tokens_read: int
+    running_probability: float | None
+    swing: float | None
+    effect: float | None
+
+
+@dataclass(frozen=True)
+class TokenStep:
+    """One read token: its span in the original text, its sentence's index, P(positive) after reading it."""
+
+    start: int
+    end: int
+    sentence: int
+    running_probability: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The review's probability, its sentences in order, and the two sentences worth a look (indices or None)."""
+
+    probability: float
+    sentences: list[SentenceExplanation]
+    turning_point: int | None
+    most_decisive: int | None
+    tokens: int
+    tokens_read: int
+    token_steps: list[TokenStep]
+
+
+def sentence_of_tokens(token_starts: Sequence[int], spans: Sequence[Span]) -> list[int]:
+    """Index of the sentence each token belongs to: the last sentence starting at or before the token.
+
+    Tokens before the first sentence (none, for spans from :func:`~serve.sentences.split_sentences`,
+    which drops only whitespace and markup the tokenizer also drops) go to sentence 0.
+    """
+    starts = [start for start, _ in spans]
+    return [max(0, bisect.bisect_right(starts, s) - 1) for s in token_starts]
+
+
+def _segments(sentence_ids: Sequence[int]) -> list[tuple[int, int, int]]:
+    """``(sentence, begin, end)`` runs of equal sentence index in ``sentence_ids`` (ascending)."""
+    runs: list[tuple[int, int, int]] = []
+    for position, sentence in enumerate(sentence_ids):
+        if runs and runs[-1][0] == sentence:
+            runs[-1] = (sentence, runs[-1][1], position + 1)
+        else:
+            runs.append((sentence, position, position + 1))
+    return runs
+
+
+def _rows(state: State, rows: np.ndarray | list[int]) -> State:
+    return {name: value[rows] for name, value in state.items()}
+
+
+def _stack(states: Sequence[State]) -> State:
+    return {name: np.concatenate([s[name] for s in states]) for name in states[0]}
+
+
+def read_on(runner: StepRunner, state: State, sequences: Sequence[Sequence[int]],
+            step_tokens: int = EFFECT_STEP_TOKENS) -> State:
+    """Each row of ``state`` (``[rows, width]`` float32 tensors) after also reading its id list (may be empty).
+
+    All rows go through the step graph together, ``step_tokens`` positions per call; a row leaves
+    once its list is read, so padding stays under ``step_tokens`` per row.
+    """
+    state = {name: value.copy() for name, value in state.items()}
+    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
+    for begin in range(0, int(lengths.max(initial=0)), step_tokens):
+        rows = np.flatnonzero(lengths > begin)
+        width = min(step_tokens, int(lengths[rows].max()) - begin)
+        ids = np.full((len(rows), width), runner.pad_id, dtype=np.int64)
+        for i, row in enumerate(rows):
+            chunk = sequences[row][begin:begin + width]
+            ids[i, :len(chunk)] = chunk
+        moved = runner.step(ids, np.minimum(lengths[rows] - begin, width), _rows(state, rows))
+        for name, value in moved.items():
+            state[name][rows] = value
+    return state
+
+
+def explain_ids(runner: StepRunner, ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[Span],
+                *, max_tokens: int, head_tokens: int, unk_id: int, per_token: bool = False) -> Explanation:
+    """Explain a review given all its token ids (untruncated), their ``(start, end)`` offsets into the
+    original text, and its sentence spans in that text (see the module docstring).
+
+    ``per_token``: also the running probability after each read token (one step call per token
+    instead of per sentence: several times slower). Raises whatever the runner's sessions raise.
+    """
+    positions = truncate_head_tail(list(range(len(ids))), max_tokens, head_tokens)
+    read = [ids[p] for p in positions]
+    owner = sentence_of_tokens([offsets[p][0] for p in positions], spans) if spans else [0] * len(read)
+    if not read:  # nothing to read: scored as Predict scores it, one unknown token
+        state = runner.step(np.array([[unk_id]], np.int64), np.array([1], np.int64), runner.initial_state(1))
+        probability = float(runner.head(state, np.array([1], np.int64))[0])
+        empty = [SentenceExplanation(s, e, 0, 0, None, None, None) for s, e in spans]
+        return Explanation(probability, empty, None, None, len(ids), 0, [])
+    segments = _segments(owner)
+    # Running pass: carry the state sentence by sentence (token by token if asked).
+    cuts = list(range(1, len(read) + 1)) if per_token else [end for _, _, end in segments]
+    state, before = runner.initial_state(1), 0
+    carried: dict[int, State] = {0: state}
+    for cut in cuts:
+        chunk = np.array([read[before:cut]], dtype=np.int64)
+        state = runner.step(chunk, np.array([cut - before], np.int64), state)
+        carried[cut], before = state, cut
+    # Effect pass: without sentence i = the state carried to its start, then what follows it.
+    suffixes = [read[end:] for _, _, end in segments]
+    starts = _stack([carried[begin] for _, begin, _ in segments])
+    without = read_on(runner, starts, suffixes)
+    lengths = np.array([begin + len(read) - end for _, begin, end in segments], dtype=np.int64)
+    empty_rows = np.flatnonzero(lengths == 0)  # the review's only sentence: what is left is nothing
+    if len(empty_rows):
+        unk = read_on(runner, _rows(runner.initial_state(len(segments)), empty_rows), [[unk_id]] * len(empty_rows))
+        for name, value in unk.items():
+            without[name][empty_rows] = value
+        lengths[empty_rows] = 1
+    # One head call: the running states, then the rows without each sentence.
+    head = runner.head(_stack([_stack([carried[c] for c in cuts]), without]),
+                       np.concatenate([np.array(cuts, dtype=np.int64), lengths]))
+    running_at = dict(zip(cuts, head[:len(cuts)].tolist(), strict=True))
+    probability = running_at[len(read)]
+    effects = {sentence: probability - p for (sentence, _, _), p in zip(segments, head[len(cuts):].tolist(),
+                                                                        strict=True)}
+    return _assemble(probability, spans, owner, positions, offsets, segments, running_at, effects,
+                     len(ids), per_token)
+
+
+def _assemble(probability: float, spans: Sequence[Span], owner: list[int], positions: list[int],
+              offsets: Sequence[tuple[int, int]], segments: list[tuple[int, int, int]], running_at: dict[int, float],
+              effects: dict[int, float], total_tokens: int, per_token: bool) -> Explanation:
+    """The per-sentence records, swings, turning point and most decisive sentence."""
+    tokens = [0] * len(spans)
+    for sentence in sentence_of_tokens([start for start, _ in offsets], spans) if spans else []:
+        tokens[sentence] += 1
+    running = {sentence: running_at[end] for sentence, _, end in segments}
+    read_count = {sentence: end - begin for sentence, begin, end in segments}
+    sentences, previous, swings = [], None, {}
+    for i, (start, end) in enumerate(spans):
+        now = running.get(i)
+        if now is not None and previous is not None:
+            swings[i] = now - previous
+        previous = now if now is not None else previous
+        sentences.append(SentenceExplanation(start, end, tokens[i], read_count.get(i, 0), now, swings.get(i),
+                                             effects.get(i)))
+    turning = max(swings, key=lambda i: abs(swings[i]), default=None)
+    decisive = max(effects, key=lambda i: abs(effects[i]), default=None)
+    steps = [TokenStep(*offsets[p], owner[j], running_at[j + 1]) for j, p in enumerate(positions)] if per_token else []
+    return Explanation(probability, sentences, turning, decisive, total_tokens, len(positions), steps)
