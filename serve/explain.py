@@ -144,9 +144,11 @@ def explain_ids(runner: StepRunner, ids: Sequence[int], offsets: Sequence[tuple[
     ``per_token``: also the running probability after each read token (one step call per token
     instead of per sentence: several times slower). Raises whatever the runner's sessions raise.
     """
+    if ids and not spans:  # tokens where the splitter saw none (markup it and the tokenizer read apart)
+        spans = [(offsets[0][0], offsets[-1][1])]
     positions = truncate_head_tail(list(range(len(ids))), max_tokens, head_tokens)
     read = [ids[p] for p in positions]
-    owner = sentence_of_tokens([offsets[p][0] for p in positions], spans) if spans else [0] * len(read)
+    owner = sentence_of_tokens([offsets[p][0] for p in positions], spans)
     if not read:  # nothing to read: scored as Predict scores it, one unknown token
         state = runner.step(np.array([[unk_id]], np.int64), np.array([1], np.int64), runner.initial_state(1))
         probability = float(runner.head(state, np.array([1], np.int64))[0])
@@ -188,7 +190,7 @@ def _assemble(probability: float, spans: Sequence[Span], owner: list[int], posit
               effects: dict[int, float], total_tokens: int, per_token: bool) -> Explanation:
     """The per-sentence records, swings, turning point and most decisive sentence."""
     tokens = [0] * len(spans)
-    for sentence in sentence_of_tokens([start for start, _ in offsets], spans) if spans else []:
+    for sentence in sentence_of_tokens([start for start, _ in offsets], spans):
         tokens[sentence] += 1
     running = {sentence: running_at[end] for sentence, _, end in segments}
     read_count = {sentence: end - begin for sentence, begin, end in segments}

@@ -16,7 +16,7 @@ points, ``end`` exclusive, so ``text[start:end]`` is the sentence. The rules, in
 4. Each piece is stripped of surrounding whitespace; empty pieces are dropped.
 
 Guarantees (tests/serve/test_sentences.py, property-based): spans are non-empty, ascending,
-disjoint, start and end on non-space characters, are at most ``max_chars`` long, and cover
+disjoint, start and end on non-space characters (Unicode White_Space), are at most ``max_chars`` long, and cover
 every character of the text except whitespace and hard-break markup.
 """
 
@@ -26,18 +26,22 @@ import re
 
 Span = tuple[int, int]
 DEFAULT_MAX_CHARS = 400
+# Whitespace as the tokenizer's pre-tokenizer sees it (Unicode's White_Space property), not
+# Python's str.isspace(), which also counts the separators U+001C..U+001F: those are tokens.
+WS = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+SPACE, NOT_SPACE = f"[{WS}]", f"[^{WS}]"
 # Markup that breaks a line or a block: a sentence never runs across it.
 # Tags are matched as the tokenizer's normalizer removes them (``<[^<>]{0,40}>``), so whatever
 # the splitter drops as a break is never read as tokens.
 HARD_BREAK = re.compile(r"<(?=\s*/?\s*(?:br|p|div|li|ul|ol|hr|h[1-6]|tr|blockquote)\b)[^<>]{0,40}>"
                         r"|\n[ \t\r\f\v]*\n", re.IGNORECASE)
 # A sentence end: terminal marks, closing quotes/brackets, then whitespace (or the CJK marks alone).
-END = re.compile(r"[.!?…]+[\"'”’»)\]]*(?=\s)|[。！？]+[」』”’)]*")
+END = re.compile(rf"[.!?…]+[\"'”’»)\]]*(?={SPACE})|[。！？]+[」』”’)]*")
 ABBREVIATIONS = frozenset("""
     mr mrs ms dr prof st jr sr vs etc eg ie cf al approx no vol ch pp mt ft lt col gen sgt capt rev
     inc ltd co corp dept fig jan feb mar apr jun jul aug sep sept oct nov dec
 """.split())
-CLAUSE_MARK = re.compile(r"[;:,]\s|\s[-–—]\s")
+CLAUSE_MARK = re.compile(rf"[;:,]{SPACE}|{SPACE}[-–—]{SPACE}")
 
 
 def split_sentences(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> list[Span]:
@@ -74,7 +78,7 @@ def _sentence_pieces(text: str, start: int, end: int) -> list[Span]:
 
 def _is_sentence_end(text: str, match: re.Match[str], limit: int) -> bool:
     marks = match.group()
-    following = re.match(r"\s*(\S?)", text[match.end():min(limit, match.end() + 40)])
+    following = re.match(rf"{SPACE}*({NOT_SPACE}?)", text[match.end():min(limit, match.end() + 40)])
     next_char = following.group(1) if following else ""
     if not next_char:
         return True  # the end of the block
@@ -101,16 +105,24 @@ def _cut_long(text: str, start: int, end: int, max_chars: int) -> list[Span]:
         window = text[start:start + max_chars]
         cut = max((m.start() + 1 for m in CLAUSE_MARK.finditer(window)), default=0)
         if cut <= max_chars // 4:  # no clause mark in a useful place: last whitespace instead
-            cut = max((m.start() for m in re.finditer(r"\s", window)), default=0)
+            cut = max((m.start() for m in re.finditer(SPACE, window)), default=0)
         if cut <= 0:
             cut = max_chars
         pieces.append((start, start + cut))
         start += cut
 
 
+def is_space(char: str) -> bool:
+    """Whether ``char`` is whitespace to the tokenizer (see :data:`WS`)."""
+    return _SPACE.fullmatch(char) is not None
+
+
+_SPACE = re.compile(SPACE)
+
+
 def _strip(text: str, start: int, end: int) -> Span | None:
-    while start < end and text[start].isspace():
+    while start < end and is_space(text[start]):
         start += 1
-    while end > start and text[end - 1].isspace():
+    while end > start and is_space(text[end - 1]):
         end -= 1
     return (start, end) if start < end else None
