@@ -37,10 +37,11 @@ HARD_BREAK = re.compile(r"<(?=\s*/?\s*(?:br|p|div|li|ul|ol|hr|h[1-6]|tr|blockquo
                         r"|\n[ \t\r\f\v]*\n", re.IGNORECASE)
 # A sentence end: terminal marks, closing quotes/brackets, then whitespace (or the CJK marks alone).
 END = re.compile(rf"[.!?…]+[\"'”’»)\]]*(?={SPACE})|[。！？]+[」』”’)]*")
-ABBREVIATIONS = frozenset("""
-    mr mrs ms dr prof st jr sr vs etc eg ie cf al approx no vol ch pp mt ft lt col gen sgt capt rev
-    inc ltd co corp dept fig jan feb mar apr jun jul aug sep sept oct nov dec
-""".split())
+ABBREVIATIONS = frozenset([
+    "mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "eg", "ie", "cf", "al", "approx", "no",
+    "vol", "ch", "pp", "mt", "ft", "lt", "col", "gen", "sgt", "capt", "rev", "inc", "ltd", "co", "corp",
+    "dept", "fig", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
+])
 CLAUSE_MARK = re.compile(rf"[;:,]{SPACE}|{SPACE}[-–—]{SPACE}")
 
 

@@ -25,7 +25,8 @@ def _model_ref(scored: Scored) -> pb.ModelRef:
 
 
 class SentimentServicer(pb_grpc.SentimentServiceServicer):
-    """Predict, PredictBatch and PredictStream over one :class:`InferenceCore`; Explain over an :class:`ExplainService`."""
+    """Predict, PredictBatch and PredictStream over one :class:`InferenceCore`; Explain over an
+    :class:`ExplainService`."""
 
     def __init__(self, core: InferenceCore, stream_window: int, explainer: ExplainService) -> None:
         self._core = core

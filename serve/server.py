@@ -21,9 +21,9 @@ from protos.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from protos.sentiment.v1 import admin_pb2, admin_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
 from serve.admin_servicer import ModelAdminServicer
 from serve.core import InferenceCore
-from serve.explain_service import ExplainService
 from serve.edge import EdgeInterceptor
 from serve.errors import ConfigurationError
+from serve.explain_service import ExplainService
 from serve.kserve_servicer import KServeServicer
 from serve.metrics import Metrics
 from serve.reflection import enable_server_reflection
