@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--bad-rows", type=Path, default=None, help="bad-rows file (default OUTPUT.bad_rows.jsonl)")
     score.add_argument("--summary", type=Path, default=None, help="summary JSON (default OUTPUT.summary.json)")
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    score.add_argument("--explain", action="store_true",
+                       help="add the columns turning_point, turning_point_swing, most_decisive, most_decisive_effect "
+                            "(one Explain call per row, --server only; docs/explain.md)")
     return parser
 
 
@@ -207,7 +210,9 @@ def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         input_format=args.input_format, output_format=args.output_format,
         probability_column=args.probability_column, prediction_column=args.prediction_column,
         chunk_rows=args.chunk_rows, resume=args.resume, fail_on_bad_rows=args.fail_on_bad_rows,
-        bad_rows_path=args.bad_rows, summary_path=args.summary, progress=not args.no_progress)
+        bad_rows_path=args.bad_rows, summary_path=args.summary, progress=not args.no_progress, explain=args.explain)
+    if args.explain and (args.local or args.ray):
+        parser.error("--explain is answered by the server's step graph: score with --server")
     if args.local and any(getattr(args, name) for name in SECURITY_FLAGS):
         parser.error("--tls* and --token-file apply to --server scoring, not --local/--ray")
     if args.ray:

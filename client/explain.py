@@ -17,6 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 BAR_WIDTH = 40
+# score --explain's added columns (name, pyarrow type): the turning point's sentence and swing,
+# the most decisive sentence and its effect (empty when the review has none, or was refused).
+EXPLAIN_COLUMNS = (("turning_point", "string"), ("turning_point_swing", "float32"),
+                   ("most_decisive", "string"), ("most_decisive_effect", "float32"))
 
 
 def _optional(message: Any, name: str) -> float | None:
@@ -38,6 +42,16 @@ def explanation_dict(response: Any) -> dict[str, Any]:
         out["token_steps"] = [{"start": t.start, "end": t.end, "sentence": t.sentence,
                                "running_probability": t.running_probability} for t in response.token_steps]
     return out
+
+
+def explain_columns(explanation: dict[str, Any]) -> dict[str, Any]:
+    """The values of :data:`EXPLAIN_COLUMNS` for one :func:`explanation_dict`."""
+    sentences, turning, decisive = (explanation["sentences"], explanation["turning_point"],
+                                    explanation["most_decisive"])
+    return {"turning_point": None if turning is None else sentences[turning]["text"],
+            "turning_point_swing": None if turning is None else sentences[turning]["swing"],
+            "most_decisive": None if decisive is None else sentences[decisive]["text"],
+            "most_decisive_effect": None if decisive is None else sentences[decisive]["effect"]}
 
 
 def effect_style(effect: float | None) -> str:

@@ -426,16 +426,25 @@ class OutputSpec:
     probability_column: str = "probability"
     label_column: str = "label"
     arrow_schema: Any = field(default=None, repr=False)  # pyarrow.Schema of Parquet input
+    # Columns added after the label (score --explain): name -> pyarrow type name ("string", "float32").
+    extra_columns: tuple[tuple[str, str], ...] = ()
 
     def check(self) -> None:
-        clash = {self.probability_column, self.label_column} & set(self.columns)
+        clash = {self.probability_column, self.label_column, *(n for n, _ in self.extra_columns)} & set(self.columns)
         if clash:
             raise FormatError(f"the input already has column(s) {sorted(clash)}: name the added columns "
-                              "differently with --probability-column/--prediction-column")
+                              "differently with --probability-column/--prediction-column, or rename the "
+                              "input's columns")
+        if self.extra_columns and self.fmt == "text":
+            raise FormatError("a text output has no room for added columns: write .csv, .tsv, .jsonl or .parquet")
 
     @property
     def out_columns(self) -> list[str]:
-        return [*self.columns, self.probability_column, self.label_column]
+        return [*self.columns, self.probability_column, self.label_column, *(n for n, _ in self.extra_columns)]
+
+    def extra_values(self, extras: dict[str, Any] | None) -> list[Any]:
+        """The added columns' values of one row (None where ``extras`` lacks them)."""
+        return [None if extras is None else extras.get(name) for name, _ in self.extra_columns]
 
 
 def format_probability(value: float) -> float:
@@ -446,22 +455,27 @@ def format_probability(value: float) -> float:
 
 
 def write_part(path: Path, spec: OutputSpec, chunk: Chunk, probabilities: Sequence[float | None],
-               labels: Sequence[str | None]) -> None:
-    """Write one chunk's rows, with the two added columns, to ``path`` (a part file)."""
+               labels: Sequence[str | None], extras: Sequence[dict[str, Any] | None] | None = None) -> None:
+    """Write one chunk's rows, with the added columns, to ``path`` (a part file).
+
+    ``extras``: per row, the values of ``spec.extra_columns`` (None: empty).
+    """
     probs = [None if p is None else format_probability(p) for p in probabilities]
+    added = [spec.extra_values(e) for e in (extras or [None] * len(probs))]
     if spec.fmt == "parquet":
-        _write_parquet_part(path, spec, chunk, probs, labels)
+        _write_parquet_part(path, spec, chunk, probs, labels, added)
         return
     with path.open("w", encoding="utf-8", newline="") as handle:
         if spec.fmt in ("csv", "tsv"):
             writer = csv.writer(handle, delimiter="," if spec.fmt == "csv" else "\t", lineterminator="\n")
-            for record, p, label in zip(chunk.rows_as_records(), probs, labels, strict=True):
+            for record, p, label, more in zip(chunk.rows_as_records(), probs, labels, added, strict=True):
                 writer.writerow([_csv_value(record.get(c)) for c in spec.columns]
-                                + ["" if p is None else repr(p), label or ""])
+                                + ["" if p is None else repr(p), label or ""] + [_csv_value(v) for v in more])
         elif spec.fmt == "jsonl":
-            for record, p, label in zip(chunk.rows_as_records(), probs, labels, strict=True):
+            for record, p, label, more in zip(chunk.rows_as_records(), probs, labels, added, strict=True):
                 row = dict(record)
                 row[spec.probability_column], row[spec.label_column] = p, label
+                row.update(zip((n for n, _ in spec.extra_columns), more, strict=True))
                 handle.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         else:  # text: label, probability, review; tabs and newlines in the review become spaces
             for record, p, label in zip(chunk.rows_as_records(), probs, labels, strict=True):
@@ -479,7 +493,7 @@ def _csv_value(value: Any) -> str:
 
 
 def _write_parquet_part(path: Path, spec: OutputSpec, chunk: Chunk, probs: list[float | None],
-                        labels: Sequence[str | None]) -> None:
+                        labels: Sequence[str | None], added: list[list[Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -491,6 +505,8 @@ def _write_parquet_part(path: Path, spec: OutputSpec, chunk: Chunk, probs: list[
                           for c in spec.columns})
     table = table.append_column(spec.probability_column, pa.array(probs, type=pa.float32()))
     table = table.append_column(spec.label_column, pa.array(list(labels), type=pa.string()))
+    for i, (name, kind) in enumerate(spec.extra_columns):
+        table = table.append_column(name, pa.array([row[i] for row in added], type=getattr(pa, kind)()))
     pq.write_table(table, path)
 
 

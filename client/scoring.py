@@ -29,6 +29,7 @@ import numpy as np
 
 from client.backends import Backend
 from client.evaluation import Confusion, format_metrics, parse_gold
+from client.explain import EXPLAIN_COLUMNS
 from client.formats import (
     OUTPUT_FORMATS,
     Chunk,
@@ -72,6 +73,7 @@ class ScoreOptions:
     bad_rows_path: Path | None = None  # default: <output>.bad_rows.jsonl
     summary_path: Path | None = None  # default: <output>.summary.json
     progress: bool = True
+    explain: bool = False  # add the turning point and most decisive sentence (server backends only)
 
 
 @dataclass
@@ -82,6 +84,7 @@ class ScoredChunk:
     probabilities: list[float | None]
     labels: list[str | None]
     errors: list[str | None]
+    extras: list[dict[str, Any] | None] = field(default_factory=list)  # per row, score --explain's columns
 
 
 @dataclass
@@ -190,13 +193,16 @@ class ScoringRun:
     def prepare(self, columns: list[str], text_column: str) -> tuple[OutputSpec, int, list[tuple[Path, PartStats]]]:
         """Create or reopen the staging folder; returns the spec, first row to score, and parts."""
         spec = OutputSpec(self.out_fmt, columns, text_column, self.options.probability_column,
-                          self.options.prediction_column)
+                          self.options.prediction_column, extra_columns=EXPLAIN_COLUMNS if self.options.explain else ())
         spec.check()
+        if self.options.explain and not hasattr(self.backend, "explain"):
+            raise ScoringError("--explain needs the server (its model's step graph): score with --server")
         model = self.backend.describe()
         expected = {"version": STATE_VERSION, **_input_fingerprint(self.input_path), "input_format": self.in_fmt,
                     "output_format": self.out_fmt, "columns": columns, "text_column": text_column,
                     "label_column": self.options.label_column,
-                    "added_columns": [spec.probability_column, spec.label_column],
+                    "added_columns": [spec.probability_column, spec.label_column,
+                                      *(name for name, _ in spec.extra_columns)],
                     "model": {"name": model.get("model"), "version": model.get("version")}}
         state_path = self.staging / STATE_FILE
         if state_path.is_file():
@@ -225,7 +231,14 @@ class ScoringRun:
                     probabilities[i], labels[i] = p, label
                 else:  # the backend could not score it: a bad row like any other
                     errors[i] = error
-        return ScoredChunk(chunk, probabilities, labels, errors)
+        extras: list[dict[str, Any] | None] = []
+        if self.options.explain:
+            extras = [None] * len(chunk)
+            scored = [i for i in good if errors[i] is None]
+            for i, explained in zip(scored, self.backend.explain([chunk.texts[i] for i in scored]),  # type: ignore[attr-defined]
+                                    strict=True):
+                extras[i] = explained
+        return ScoredChunk(chunk, probabilities, labels, errors, extras)
 
     def account(self, scored: ScoredChunk) -> PartStats:
         """The part's bad rows (with row numbers and ids) and confusion counts."""
@@ -251,7 +264,7 @@ class ScoringRun:
         name = _part_name(stats.start, stats.end, self.ext)
         part, twin = self.staging / name, (self.staging / name).with_suffix(".json")
         tmp_part, tmp_twin = self.staging / f".tmp-{name}", self.staging / f".tmp-{twin.name}"
-        write_part(tmp_part, spec, scored.chunk, scored.probabilities, scored.labels)
+        write_part(tmp_part, spec, scored.chunk, scored.probabilities, scored.labels, scored.extras or None)
         with tmp_part.open("rb+") as handle:
             os.fsync(handle.fileno())
         _fsync_write(tmp_twin, json.dumps(asdict(stats)))

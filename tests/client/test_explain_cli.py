@@ -62,3 +62,32 @@ def test_probability_bar(p: float, filled: int) -> None:
     bar = probability_bar(p)
     assert len(bar) == 40 and bar.count("█") == filled
     assert p >= 0.5 or bar[20] == "│"
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_score_explain_adds_the_turning_point_and_the_most_decisive_sentence(server, tmp_path: Path,
+                                                                             suffix: str) -> None:
+    from tests.client.helpers import probability, read_rows, write_rows
+    from tests.fixtures.trained_repository import PRAISE, review
+
+    rows = [{"id": "turns", "review": TURNING}, {"id": "one", "review": review([PRAISE[0]])},
+            {"id": "many", "review": " ".join(["Good."] * 70)}]  # over the server's 64 sentences: no columns
+    source = write_rows(tmp_path / f"in{suffix}", rows)
+    output = tmp_path / f"out{suffix}"
+    assert main(["score", str(source), "--output", str(output), "--server", server.address, "--explain",
+                 "--no-progress"]) == 0
+    out = {r["id"]: r for r in read_rows(output)}
+    assert out["turns"]["turning_point"] == out["turns"]["most_decisive"] == "A complete waste of time."
+    assert probability(out["turns"]["turning_point_swing"]) < -0.5
+    assert probability(out["turns"]["most_decisive_effect"]) < -0.5
+    assert out["one"]["turning_point"] in (None, "") and out["one"]["most_decisive"] == "A wonderful film."
+    assert out["many"]["label"] and out["many"]["most_decisive"] in (None, "")
+
+
+def test_score_explain_needs_the_server(tmp_path: Path, trained_repository: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text("review\ngreat\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as raised:
+        main(["score", str(source), "--output", str(tmp_path / "o.csv"), "--explain",
+              "--local", str(trained_repository / "imdb-lstm")])
+    assert raised.value.code == 2
