@@ -31,8 +31,10 @@ from serve.grouping import DEFAULT_RUN_COST, RunCost, length_groups
 from serve.preprocessing import encode_texts, pad_batch
 from serve.repository import ModelVersion, RepositoryError, load_version
 from serve.runtime import ModelRunner, load_runner, thread_plan
+from serve.scheduler import StepRecord
 from serve.settings import Settings
 from serve.statistics import InferenceStatistics
+from serve.step_engine import PreparedSteps, StepBatching, prepare_steps
 
 log = logging.getLogger("serve.core")
 # Scored end to end (tokenizer, graph, labels) before a version may serve: catches graphs
@@ -56,6 +58,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     load_seconds: float
     run_cost: RunCost = DEFAULT_RUN_COST  # how batches are split into runs (measured at warm-up)
+    steps: PreparedSteps | None = None  # --batching steps with a step graph: serve/step_engine.py
 
     @property
     def model(self) -> ModelVersion:
@@ -71,7 +74,9 @@ class Scored:
 
 
 class CoreObserver(BatchObserver, Protocol):
-    """The batcher's measurements plus the core's own (padding, model load)."""
+    """The batcher's and the step scheduler's measurements plus the core's own (padding, model load)."""
+
+    def step_done(self, record: StepRecord) -> None: ...
 
     def padding(self, real_tokens: int, padded_tokens: int) -> None: ...
 
@@ -88,7 +93,7 @@ class PhaseTimes:
 
 
 class _BatchObservers:
-    """The batcher's one observer: the core's statistics, then the outside observer (metrics), if any."""
+    """The batcher's (and step scheduler's) one observer: the core's statistics, then the outside observer."""
 
     def __init__(self, statistics: InferenceStatistics, observer: CoreObserver | None) -> None:
         self._statistics = statistics
@@ -103,6 +108,19 @@ class _BatchObservers:
         self._statistics.queued(queue_seconds)
         if self._observer is not None:
             self._observer.batch_done(units, queue_seconds, compute_seconds, cpu_seconds)
+
+    def step_done(self, record: StepRecord) -> None:
+        self._statistics.queued(record.queue_seconds)
+        self._statistics.batch_done(record.rows, record.requests, record.encode_seconds, record.seconds, 0.0)
+        if self._observer is not None:
+            self._observer.step_done(record)
+
+
+def label(model: ModelVersion, probabilities: np.ndarray) -> list[Prediction]:
+    """One :class:`Prediction` per P(positive), labelled by the version's threshold."""
+    negative, positive = model.labels
+    threshold = model.threshold
+    return [Prediction(positive if p >= threshold else negative, float(p)) for p in probabilities]
 
 
 def length_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
@@ -134,6 +152,8 @@ class InferenceCore:
             else 1
         # Half a model run: chunks of a large request pair up with like-length chunks in a batch.
         self._chunk_size = max(1, min(settings.max_batch_size, settings.max_rows_per_run // 2))
+        self._observers = _BatchObservers(self.statistics, observer)
+        self._steps = StepBatching(settings, self._observers) if settings.batching == "steps" else None
 
     @property
     def loaded(self) -> LoadedModel:
@@ -155,12 +175,13 @@ class InferenceCore:
         self._batcher = Batcher(self._score_batch, max_batch_size=self.settings.max_batch_size,
                                 max_queue_size=self.settings.max_queue_size,
                                 max_delay_s=self.settings.max_queue_delay_ms / 1000, max_concurrent=workers,
-                                observer=_BatchObservers(self.statistics, self._observer),
+                                observer=self._observers,
                                 key=mean_length)
         self._install(loaded)
         self.ready = True
         log.info("model ready", extra={"model": loaded.model.name, "version": loaded.model.version,
                                        "precision": self.settings.precision, "device": loaded.runner.device,
+                                       "batching": "steps" if loaded.steps is not None else "whole",
                                        "workers": workers, "intra_op_threads": intra_op_threads,
                                        "load_s": round(loaded.load_seconds, 3),
                                        "run_cost_us": {k: round(v * 1e6, 2) for k, v in
@@ -186,6 +207,8 @@ class InferenceCore:
         if not all(0.0 <= p <= 1.0 for p in probabilities):  # NaN fails both comparisons
             raise RepositoryError(f"{model.model_path(s.precision)}: the graph answers {probabilities} for the "
                                   "probe texts; a probability must lie in [0, 1]")
+        if s.batching == "steps":  # serve/step_engine.py
+            loaded = dataclasses.replace(loaded, steps=prepare_steps(model, s, runner, tokenizer, PROBE_TEXTS))
         return dataclasses.replace(loaded, load_seconds=time.perf_counter() - started)
 
     def switch(self, loaded: LoadedModel) -> LoadedModel:
@@ -202,6 +225,8 @@ class InferenceCore:
 
     def _install(self, loaded: LoadedModel) -> None:
         self._loaded = loaded
+        if self._steps is not None:
+            self._steps.serve(loaded)
         self.statistics.reset()
         if self._observer is not None:
             self._observer.model_loaded(loaded.model, self.settings.precision, loaded.runner.device,
@@ -212,6 +237,8 @@ class InferenceCore:
         self.ready = False
         if self._batcher is not None:
             await self._batcher.close()
+        if self._steps is not None:
+            await self._steps.close()
 
     def check_model(self, name: str, version: str = "") -> ModelVersion:
         """The served model if ``name``/``version`` designate it ('' means the served version)."""
@@ -256,6 +283,9 @@ class InferenceCore:
                                 else "the server is shutting down")
         batch = self.validate(texts, field)
         loaded = self.loaded
+        if self._steps is not None and loaded.steps is not None:
+            probabilities = await self._steps.submit(loaded, batch, deadline)
+            return Scored(loaded.model, label(loaded.model, probabilities))
         if len(batch) <= self.settings.max_batch_size:
             return await self._batcher.submit((loaded, batch), len(batch), deadline)
         # A request larger than a batch is shared out among the workers in small chunks of
@@ -307,9 +337,7 @@ class InferenceCore:
             if observe and self._observer is not None:
                 self._observer.padding(int(group_lengths.sum()), input_ids.size)
         labelling = clock()
-        negative, positive = model.labels
-        threshold = model.threshold
-        predictions = [Prediction(positive if p >= threshold else negative, float(p)) for p in probabilities]
+        predictions = label(model, probabilities)
         if phases is not None:
             phases.input += labelling - began - running
             phases.infer += running

@@ -6,9 +6,11 @@ times), so it never shares the prediction queue: it has its own bounded queue an
 ``--max-explain-queue``; a full queue answers RESOURCE_EXHAUSTED at once, like Predict's), and
 its own limit, ``--max-explain-sentences`` per review. A request is validated by the core
 exactly as Predict validates a text (same errors), bound to the version serving when it is
-admitted, and explained by that version's step graph, opened on first use with the same
-session options as the whole-sequence graph. A version exported without a step graph answers
-:class:`~serve.errors.ExplainUnavailable` (FAILED_PRECONDITION).
+admitted, and explained by that version's step graph: the one the core serves with under
+``--batching steps``, else one opened on first use with the whole graph's session options
+and checked against it on the probe texts (1e-5) as the core checks its own. A version
+exported without a step graph answers :class:`~serve.errors.ExplainUnavailable`
+(FAILED_PRECONDITION).
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ import threading
 from dataclasses import dataclass
 
 from serve.batcher import Batcher
-from serve.core import InferenceCore, LoadedModel
+from serve.core import PROBE_TEXTS, InferenceCore, LoadedModel
 from serve.errors import ExplainUnavailable, InvalidInput, ModelNotReady
 from serve.explain import Explanation, explain_ids
-from serve.preprocessing import encode_with_offsets
-from serve.repository import ModelVersion
+from serve.preprocessing import encode_texts, encode_with_offsets
+from serve.repository import ModelVersion, RepositoryError
 from serve.runtime import providers_for, session_options
 from serve.sentences import split_sentences
 from serve.settings import Settings
+from serve.step_engine import check_agreement
 from serve.step_runner import StepRunner, open_step_runner
 
 
@@ -75,11 +78,24 @@ class ExplainService:
         """Refuse new requests; those being explained finish."""
         await self._batcher.close()
 
-    def _step_runner(self, model: ModelVersion) -> StepRunner:
+    def _step_runner(self, loaded: LoadedModel) -> StepRunner:
+        """The step runner the core serves with (``--batching steps``), else one opened here once per version
+        and checked against the whole graph as the core checks its own."""
+        if loaded.steps is not None:
+            return loaded.steps.runner
+        model = loaded.model
         with self._lock:
             if self._runner is None or self._runner[0] is not model:
                 options = session_options(self._settings)
-                self._runner = (model, open_step_runner(model, options, providers_for(self._settings)))
+                runner = open_step_runner(model, options, providers_for(self._settings))
+                if runner is not None:
+                    ids = encode_texts(loaded.tokenizer, list(PROBE_TEXTS), model.max_tokens, model.head_tokens,
+                                       model.unk_id)
+                    try:
+                        check_agreement(runner, loaded.runner, ids, self._settings.step_tokens)
+                    except RepositoryError as exc:
+                        raise ExplainUnavailable(f"model {model.name!r} version {model.version}: {exc}") from exc
+                self._runner = (model, runner)
             runner = self._runner[1]
         if runner is None:
             raise ExplainUnavailable(unavailable_message(model))
@@ -97,7 +113,7 @@ class ExplainService:
             raise InvalidInput(f"text has {len(spans)} sentences; Explain takes at most {limit} per review "
                                "(server flag --max-explain-sentences); send a shorter excerpt")
         ids, offsets = encode_with_offsets(request.loaded.tokenizer, request.text)
-        explanation = explain_ids(self._step_runner(model), ids, offsets, spans, max_tokens=model.max_tokens,
+        explanation = explain_ids(self._step_runner(request.loaded), ids, offsets, spans, max_tokens=model.max_tokens,
                                   head_tokens=model.head_tokens, unk_id=model.unk_id, per_token=request.per_token)
         return Explained(model, request.text, explanation)
 

@@ -9,6 +9,8 @@ docs/serving.md). :class:`RunCost` models a run's time from its shape, and
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,25 @@ class RunCost:
     def seconds(self, rows: int, length: int) -> float:
         """Modelled time of one run of ``rows`` texts padded to ``length`` tokens."""
         return self.per_run + length * (self.per_step + self.per_row_step * rows)
+
+
+def fit_run_cost(best_time: Callable[[int, int], float], rows: int, short: int, long_: int) -> RunCost:
+    """Fit a :class:`RunCost` to ``best_time(rows, length)`` (seconds) of 1 and ``rows`` rows at two lengths.
+
+    A fit that comes out unusable (a noisy machine, rows == 1) falls back to
+    :data:`DEFAULT_RUN_COST`; negative terms are clipped to zero.
+    """
+    if rows < 2 or long_ <= short:
+        return DEFAULT_RUN_COST
+    one_short = best_time(1, short)
+    step_one = (best_time(1, long_) - one_short) / (long_ - short)
+    step_many = (best_time(rows, long_) - best_time(rows, short)) / (long_ - short)
+    per_row_step = max(0.0, (step_many - step_one) / (rows - 1))
+    per_step = max(0.0, step_one - per_row_step)
+    per_run = max(0.0, one_short - short * step_one)
+    if not all(math.isfinite(x) for x in (per_run, per_step, per_row_step)) or per_step + per_row_step <= 0:
+        return DEFAULT_RUN_COST
+    return RunCost(per_run, per_step, per_row_step)
 
 
 # Measured on the shipped LSTM, one ONNX Runtime thread, 2-CPU x86-64 VM (serve.runtime

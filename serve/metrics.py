@@ -14,11 +14,13 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from serve.repository import ModelVersion
+from serve.scheduler import StepRecord
 
 PREFIX = "sentiment"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 FRACTION_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+COUNT_BUCKETS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class Metrics:
@@ -57,7 +59,19 @@ class Metrics:
         self.model_version = Gauge(f"{PREFIX}_model_version", "the version number serving now", registry=r)
         self.reloads = Counter(f"{PREFIX}_model_reloads", "hot reload attempts, by trigger (watch, admin) and outcome "
                                "(switched, unchanged, rejected, not_found)", ["trigger", "outcome"], registry=r)
+        self._add_step_collectors()
         self._http: tuple[WSGIServer, Thread] | None = None
+
+    def _add_step_collectors(self) -> None:
+        """--batching steps (serve/scheduler.py); steps/s is rate(sentiment_steps_total)."""
+        r = self.registry
+        self.steps = Counter(f"{PREFIX}_steps", "model steps run (--batching steps)", registry=r)
+        self.active_rows = Gauge(f"{PREFIX}_step_active_rows", "texts in the active set at the last step", registry=r)
+        self.step_rows = Histogram(f"{PREFIX}_step_rows", "texts read per step", buckets=COUNT_BUCKETS, registry=r)
+        self.step_tokens = Histogram(f"{PREFIX}_step_tokens", "step size: tokens each text reads in a step (K)",
+                                     buckets=COUNT_BUCKETS[1:], registry=r)
+        self.step_joins = Histogram(f"{PREFIX}_step_joins", "texts that joined the active set per step",
+                                    buckets=COUNT_BUCKETS, registry=r)
 
     # -- observer of the batcher and the core
     def queue_depth(self, units: int) -> None:
@@ -70,6 +84,19 @@ class Metrics:
         self.compute_time.observe(compute_seconds)
         self.compute_cpu.inc(cpu_seconds)
         for seconds in queue_seconds:
+            self.queue_time.observe(seconds)
+
+    def step_done(self, record: StepRecord) -> None:
+        """A step of --batching steps; its padding counts with the whole path's (tokens, padding_fraction)."""
+        self.steps.inc()
+        self.active_rows.set(record.rows - record.finished)
+        self.step_rows.observe(record.rows)
+        self.step_tokens.observe(record.step_tokens)
+        self.step_joins.observe(record.joins)
+        self.texts.inc(record.finished)
+        self.compute_time.observe(record.seconds)
+        self.padding(record.real_tokens, record.padded_tokens)
+        for seconds in record.queue_seconds:
             self.queue_time.observe(seconds)
 
     def padding(self, real_tokens: int, padded_tokens: int) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from serve.errors import ConfigurationError
-from serve.grouping import DEFAULT_RUN_COST, RunCost
+from serve.grouping import RunCost, fit_run_cost
 from serve.repository import ModelVersion, open_session
 from serve.settings import Settings
 
@@ -141,10 +141,6 @@ class ModelRunner:
         About 30 ms for the shipped LSTM on CPU. A fit that comes out unusable (a noisy
         machine, rows == 1) falls back to the built-in figures, clipped terms to zero.
         """
-        short, long_ = 16, min(128, self.model.max_tokens)
-        if rows < 2 or long_ <= short:
-            return DEFAULT_RUN_COST
-
         def best_time(batch: int, length: int) -> float:
             ids = np.full((batch, length), self.model.unk_id, dtype=np.int64)
             lengths = np.full(batch, length, dtype=np.int64)
@@ -155,15 +151,7 @@ class ModelRunner:
                 times.append(time.perf_counter() - started)
             return min(times)
 
-        one_short = best_time(1, short)
-        step_one = (best_time(1, long_) - one_short) / (long_ - short)
-        step_many = (best_time(rows, long_) - best_time(rows, short)) / (long_ - short)
-        per_row_step = max(0.0, (step_many - step_one) / (rows - 1))
-        per_step = max(0.0, step_one - per_row_step)
-        per_run = max(0.0, one_short - short * step_one)
-        if not all(math.isfinite(x) for x in (per_run, per_step, per_row_step)) or per_step + per_row_step <= 0:
-            return DEFAULT_RUN_COST
-        return RunCost(per_run, per_step, per_row_step)
+        return fit_run_cost(best_time, rows, 16, min(128, self.model.max_tokens))
 
 
 def warmup_lengths(max_tokens: int) -> list[int]:

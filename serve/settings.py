@@ -55,6 +55,13 @@ class Settings:
                                     "projection for every time step: big runs fall out of cache)")
     max_queue_delay_ms: float = _opt(0.0, "under load, wait up to this long for a model run to fill "
                                           "(an idle server never waits)")
+    batching: str = _opt("whole", "how texts share model runs: 'whole' (coalesced batches, each text read at once) "
+                                  "or 'steps' (step-level batching: rows join and leave between steps of "
+                                  "--step-tokens; needs a version exported with a step graph, else falls back "
+                                  "to whole)", ("whole", "steps"))
+    step_tokens: int = _opt(32, "with --batching steps, most tokens a step reads (bounds how long a new text "
+                                "waits to join)")
+    max_active_rows: int = _opt(32, "with --batching steps, most texts read together in one step")
     max_queue_size: int = _opt(2048, "most texts waiting for the model; beyond it requests get RESOURCE_EXHAUSTED")
     max_texts_per_request: int = _opt(1024, "most texts in one request (PredictBatch, stream message, ModelInfer)")
     max_chars_per_text: int = _opt(100_000, "longest accepted text in characters (the model itself reads at "
@@ -83,7 +90,7 @@ class Settings:
         problems = [f"{name} must be >= {low}" for name, low in (
             ("max_batch_size", 1), ("max_queue_size", 1), ("max_texts_per_request", 1), ("max_chars_per_text", 1),
             ("max_message_bytes", 1024), ("stream_window", 1), ("intra_op_threads", 0), ("inter_op_threads", 0),
-            ("workers", 0), ("max_rows_per_run", 1),
+            ("workers", 0), ("max_rows_per_run", 1), ("step_tokens", 1), ("max_active_rows", 1),
             ("max_explain_sentences", 1), ("explain_workers", 1), ("max_explain_queue", 1),
             ("port", 0), ("metrics_port", -1), ("max_queue_delay_ms", 0), ("grace_period_s", 0),
             ("repository_poll_s", 0),

@@ -49,6 +49,11 @@ def server(repository: Path) -> Iterator[ServerThread]:
 @pytest.fixture(scope="session")
 def reference(repository: Path):
     """P(positive) of each text scored alone, in-process (batch of one): the ground truth."""
+    return alone_scorer(repository)
+
+
+def alone_scorer(repository: Path):
+    """``score(texts, precision='fp32')``: P(positive) of each text scored alone by ``repository``'s whole graph."""
     model = load_version(repository, "imdb-lstm")
     tokenizer = model.load_tokenizer()
     sessions = {}

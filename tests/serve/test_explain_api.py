@@ -88,3 +88,14 @@ def test_explain_before_the_model_is_ready_gets_unavailable(trained_repository: 
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     finally:
         waiting.close()
+
+
+def test_explain_with_step_batching_uses_the_served_step_graph_and_agrees_with_predict(trained_repository) -> None:
+    running = ServerThread(make_settings(trained_repository, batching="steps"))
+    try:
+        for text in ODD_TEXTS:
+            reply = stub(running).Explain(pb.ExplainRequest(text=text), timeout=TIMEOUT)
+            predicted = stub(running).Predict(pb.PredictRequest(text=text), timeout=TIMEOUT).prediction
+            assert reply.prediction.probability == pytest.approx(predicted.probability, abs=1e-5)
+    finally:
+        running.close()

@@ -36,6 +36,7 @@ def test_every_field_is_a_flag_and_an_env_var() -> None:
             continue  # they must name real files, in pairs: tests/serve/test_security.py sets them
         value = "cuda" if field.name == "device" else "int8" if field.name == "precision" else \
             "debug" if field.name == "log_level" else "3" if field.name == "version" else \
+            "steps" if field.name == "batching" else \
             "false" if isinstance(field.default, bool) else "2048"
         settings = load_settings([], {f"SENTIMENT_{field.name.upper()}": value})
         assert str(getattr(settings, field.name)).lower() in (value, "2048.0"), field.name

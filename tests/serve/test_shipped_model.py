@@ -61,3 +61,19 @@ def test_shipped_model_over_kserve(shipped: ServerThread) -> None:
     reply = kpb_grpc.GRPCInferenceServiceStub(shipped.channel).ModelInfer(request, timeout=TIMEOUT)
     probability = np.frombuffer(reply.raw_output_contents[0], dtype="<f4")
     assert probability[0] > 0.5 > probability[1]
+
+
+def test_shipped_model_on_the_steps_path_gives_the_whole_path_answers() -> None:
+    """``--batching steps`` on the latest shipped version (it has a step graph from version 2 on)."""
+    from serve.step_runner import read_step_spec
+
+    if read_step_spec(load_version(SHIPPED, "imdb-lstm")) is None:
+        pytest.skip("the latest shipped version has no step graph")
+    running = ServerThread(make_settings(SHIPPED, batching="steps", step_tokens=16, max_active_rows=4))
+    try:
+        texts = [POSITIVE, NEGATIVE, POSITIVE * 20, "ok", NEGATIVE * 3, POSITIVE + NEGATIVE]
+        reply = pb_grpc.SentimentServiceStub(running.channel).PredictBatch(pb.PredictBatchRequest(texts=texts),
+                                                                           timeout=TIMEOUT)
+        np.testing.assert_allclose([p.probability for p in reply.predictions], in_process(texts), atol=1e-5, rtol=0)
+    finally:
+        running.close()

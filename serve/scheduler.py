@@ -1,0 +1,444 @@
+"""Step-level (continuous) batching: which rows read their next tokens in the next model step.
+
+The batcher's successor for models exported with a step graph (:mod:`serve.step_runner`),
+free of gRPC and of the model's math, after vLLM's scheduler / model-runner split. One
+scheduler thread keeps an *active set* of rows (one row per text, with its carried state);
+each iteration is one step:
+
+1. Rows of requests that were cancelled, failed or whose deadline passed leave the active set
+   (a client that gives up frees its rows at the next step boundary, its queued texts at once).
+2. Free places in the active set (``max_active_rows``) are filled from the queue: each new
+   request first gets one place, oldest first, before any request gets a second one (round
+   robin), so a bulk request or a batch of very long reviews cannot make a short single
+   request wait for them, only for the current step. Admitted texts are tokenized together
+   (``encode``) and join with the model's initial state.
+3. The step size ``K`` is chosen (:class:`StepPolicy`), every active row reads up to ``K``
+   more tokens in one call of ``model.step``, rows that reach their end get their answer from
+   ``model.head`` and leave; a request is answered when its last text is.
+
+The queue is bounded in texts: a submit that would overflow it raises
+:class:`~serve.errors.Overloaded` at once (RESOURCE_EXHAUSTED at the edge), as the batcher does.
+If a step fails, every request with a row in it gets the exception. Futures are touched only
+on the event loop; the thread posts results with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+import numpy as np
+
+from serve.errors import DeadlineExpired, ModelNotReady, Overloaded
+from serve.grouping import RunCost
+
+log = logging.getLogger("serve.scheduler")
+T = TypeVar("T")
+State = dict[str, np.ndarray]
+
+
+class StepModel(Protocol):
+    """What the scheduler needs of a model (:class:`serve.step_runner.StepRunner` is one)."""
+
+    pad_id: int
+
+    def initial_state(self, rows: int) -> State: ...
+
+    def step(self, input_ids: np.ndarray, step_lengths: np.ndarray, state: State) -> State: ...
+
+    def head(self, state: State, lengths: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """What one step did: rows in it, its size ``K``, real tokens read (the rest is padding), seconds."""
+
+    rows: int
+    step_tokens: int
+    real_tokens: int
+    joins: int  # rows that joined the active set at this step
+    finished: int  # rows that got their answer and left
+    seconds: float  # model time of the step and head calls
+    requests: int = 0  # distinct requests with a row in the step
+    encode_seconds: float = 0.0  # tokenizing the rows that joined
+    queue_seconds: tuple[float, ...] = ()  # waits of the requests whose first text joined at this step
+
+    @property
+    def padded_tokens(self) -> int:
+        return self.rows * self.step_tokens
+
+
+class SchedulerObserver(Protocol):
+    """Receives the scheduler's measurements (the metrics module implements it); called from its thread."""
+
+    def queue_depth(self, units: int) -> None: ...
+
+    def step_done(self, record: StepRecord) -> None: ...
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    """How many rows run together and how many tokens each step reads.
+
+    One request holds at most :attr:`rows_per_request` rows, so a bulk request always leaves
+    places for single ones. ``max_step_tokens`` bounds a step, and so how long a newly admitted text waits to join
+    (one step). Within that bound, ``K`` is the one of the rows' remaining lengths that reads
+    the most real tokens per modelled second (``cost``): a step that stops where rows end
+    pads nothing, a longer one saves calls. A row alone with nobody waiting reads to its end
+    in one step, as the whole-sequence path would.
+    """
+
+    max_active_rows: int = 32
+    max_step_tokens: int = 32
+    cost: RunCost = field(default_factory=lambda: RunCost(40e-6, 6e-6, 6e-6))
+
+    def __post_init__(self) -> None:
+        if self.max_active_rows < 1 or self.max_step_tokens < 1:
+            raise ValueError(f"max_active_rows and max_step_tokens must be >= 1, got {self}")
+
+    @property
+    def rows_per_request(self) -> int:
+        """Most rows one request may hold: a quarter of the places stays open for other requests."""
+        return max(1, self.max_active_rows - self.max_active_rows // 4)
+
+    def step_tokens(self, remaining: np.ndarray, others_waiting: bool) -> int:
+        """``K`` for rows with ``remaining`` int64 [B] (each >= 1) tokens left to read."""
+        longest = int(remaining.max())
+        if len(remaining) == 1 and not others_waiting:
+            return longest
+        candidates = np.unique(np.minimum(remaining, self.max_step_tokens))
+        real = np.minimum(remaining[None, :], candidates[:, None]).sum(axis=1)
+        seconds = np.array([self.cost.seconds(len(remaining), int(k)) for k in candidates])
+        return int(candidates[int(np.argmax(real / seconds))])
+
+
+@dataclass(eq=False)
+class _Request(Generic[T]):
+    items: Sequence[T]
+    deadline: float | None
+    future: asyncio.Future[np.ndarray] = field(repr=False)
+    enqueued: float
+    results: np.ndarray = field(init=False, repr=False)
+    admitted: int = 0  # items given a row so far
+    answered: int = 0
+    closed: bool = False  # cancelled, expired or failed: its rows leave at the next step
+
+    def __post_init__(self) -> None:
+        self.results = np.empty(len(self.items), dtype=np.float32)
+
+
+@dataclass(eq=False)
+class _Row:
+    request: _Request
+    index: int  # which item of the request
+    ids: np.ndarray  # int64 [length]
+    read: int = 0
+
+
+class StepScheduler(Generic[T]):
+    """Scores items (texts) by step-level batching on ``model``; ``await submit(items)`` -> P(positive) [n].
+
+    ``encode(items) -> id lists`` (each with at least one id) runs on the scheduler thread, on
+    the texts admitted at a step, together.
+    """
+
+    def __init__(self, model: StepModel, encode: Callable[[list[T]], Sequence[Sequence[int]]], *,
+                 policy: StepPolicy, max_queue_size: int, observer: SchedulerObserver | None = None,
+                 name: str = "step_scheduler", clock: Callable[[], float] = time.monotonic) -> None:
+        self._model = model
+        self._encode = encode
+        self._policy = policy
+        self._max_queue_size = max_queue_size
+        self._observer = observer
+        self._name = name
+        self._clock = clock  # time.monotonic, or a test's clock
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._fresh: collections.deque[_Request[T]] = collections.deque()  # no item admitted yet
+        self._partial: collections.deque[_Request[T]] = collections.deque()  # some admitted, more waiting
+        self._queued_units = 0
+        self._rows: list[_Row] = []  # the active set, aligned with self._state's rows
+        self._state: State = model.initial_state(0)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._drain = True
+        self._encode_seconds = 0.0  # of the rows joining at the coming step
+
+    @property
+    def queued_units(self) -> int:
+        """Texts waiting for a place in the active set."""
+        return self._queued_units
+
+    @property
+    def active_rows(self) -> int:
+        """Rows in the active set now (read from the scheduler thread's last step)."""
+        return len(self._rows)
+
+    async def submit(self, items: Sequence[T], deadline: float | None = None) -> np.ndarray:
+        """Score ``items``; returns P(positive) float32 [len(items)] in their order.
+
+        ``deadline``: a :func:`time.monotonic` instant after which the answer is not wanted
+        (:class:`~serve.errors.DeadlineExpired`). Raises :class:`~serve.errors.Overloaded` when
+        the queue cannot take ``len(items)`` more texts, :class:`~serve.errors.ModelNotReady`
+        once closed. Cancelling the caller frees the request's queued texts and rows.
+        """
+        if not items:
+            return np.empty(0, dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        request = _Request(items, deadline, loop.create_future(), self._clock())
+        with self._lock:
+            if self._closed:
+                raise ModelNotReady("the server is shutting down")
+            if self._queued_units + len(items) > self._max_queue_size:
+                raise Overloaded(f"queue full ({self._queued_units} of {self._max_queue_size} texts waiting); "
+                                 "retry with backoff")
+            if self._thread is None:  # started lazily, to hand results back to the caller's loop
+                self._loop = loop
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+            self._fresh.append(request)
+            self._queued_units += len(items)
+            self._report_depth()
+            self._wake.notify()
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            self._withdraw(request)
+            raise
+
+    async def close(self, drain: bool = False) -> None:
+        """Refuse new work, then stop the thread once the remaining work is done.
+
+        ``drain``: finish every admitted request, queued ones included (a model being
+        replaced); otherwise requests with texts still queued get
+        :class:`~serve.errors.ModelNotReady` and only fully admitted ones finish (shutdown).
+        """
+        with self._lock:
+            self._closed = True
+            self._drain = drain
+            self._wake.notify_all()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        await asyncio.sleep(0)  # let the last answers (already posted) reach their callers
+
+    def _withdraw(self, request: _Request[T]) -> None:
+        """The caller gave up: drop its queued texts now, its rows at the next step boundary."""
+        with self._lock:
+            request.closed = True
+            self._unqueue(request)
+
+    def _unqueue(self, request: _Request[T]) -> None:
+        """Under the lock: take ``request`` out of the queue, returning its unadmitted texts' units."""
+        for queue in (self._fresh, self._partial):
+            try:
+                queue.remove(request)
+            except ValueError:
+                continue
+            self._queued_units -= len(request.items) - request.admitted
+            self._report_depth()
+            return
+
+    def _report_depth(self) -> None:
+        if self._observer is not None:
+            self._observer.queue_depth(self._queued_units)
+
+    # -- the scheduler thread
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                self._wake.wait_for(lambda: self._rows or self._fresh or self._partial or self._closed)
+                if self._closed and not self._drain:
+                    self._refuse_queued()
+                if self._closed and not (self._rows or self._fresh or self._partial):
+                    return
+            answers: list[tuple[_Request[T], np.ndarray | BaseException]] = []
+            self._drop_closed_rows(answers)  # first, so that their places go to the queue now
+            with self._lock:
+                admitted, queue_seconds = self._admit(self._policy.max_active_rows - len(self._rows), answers)
+                others_waiting = bool(self._fresh or self._partial)
+            self._join(admitted, answers)
+            if self._rows:
+                self._step(others_waiting, len(admitted), queue_seconds, answers)
+            if answers:
+                self._post(answers)
+
+    def _admit(self, free: int, answers: list[tuple[_Request[T], np.ndarray | BaseException]]
+               ) -> tuple[list[tuple[_Request[T], int]], tuple[float, ...]]:
+        """Under the lock: up to ``free`` (request, item index) pairs, one per new request first, then round robin.
+
+        Requests met whose deadline has passed are closed, with their error added to ``answers``.
+        """
+        chosen: list[tuple[_Request[T], int]] = []
+        waits: list[float] = []
+        now = self._clock()
+        cap = self._policy.rows_per_request
+        while free > 0:
+            request = self._next_candidate(cap)
+            if request is None:
+                break
+            if request.closed:
+                continue
+            if request.deadline is not None and request.deadline <= now:
+                self._queued_units -= len(request.items) - request.admitted
+                request.closed = True
+                answers.append((request, DeadlineExpired(f"deadline passed after {now - request.enqueued:.3f} s "
+                                                         "waiting for the model")))
+                continue
+            if request.admitted == 0:
+                waits.append(now - request.enqueued)
+            chosen.append((request, request.admitted))
+            request.admitted += 1
+            self._queued_units -= 1
+            free -= 1
+            if request.admitted < len(request.items):
+                self._partial.append(request)
+        if chosen:
+            self._report_depth()
+        return chosen, tuple(waits)
+
+    def _next_candidate(self, cap: int) -> _Request[T] | None:
+        """Under the lock: the oldest new request, else the next (round robin) one holding fewer than ``cap`` rows."""
+        if self._fresh:
+            return self._fresh.popleft()
+        for _ in range(len(self._partial)):
+            request = self._partial.popleft()
+            if request.admitted - request.answered < cap or request.closed:
+                return request
+            self._partial.append(request)
+        return None
+
+    def _refuse_queued(self) -> None:
+        """Under the lock, closing without drain: requests with queued texts fail now."""
+        refused = [r for r in (*self._fresh, *self._partial) if not r.closed]
+        if not (self._fresh or self._partial):
+            return
+        self._fresh.clear()
+        self._partial.clear()
+        self._queued_units = 0
+        self._report_depth()
+        for request in refused:
+            request.closed = True
+        if refused:
+            self._post([(r, ModelNotReady("the server is shutting down")) for r in refused])
+
+    def _drop_closed_rows(self, answers: list[tuple[_Request[T], np.ndarray | BaseException]]) -> None:
+        """Rows of cancelled or failed requests, and of requests whose deadline passed, leave now."""
+        now = self._clock()
+        for row in self._rows:
+            request = row.request
+            if not request.closed and request.deadline is not None and request.deadline <= now:
+                request.closed = True
+                with self._lock:
+                    self._unqueue(request)
+                answers.append((request, DeadlineExpired(f"deadline passed after {now - request.enqueued:.3f} s, "
+                                                         f"with {request.answered} of {len(request.items)} texts "
+                                                         "scored")))
+        self._compact()
+
+    def _join(self, admitted: list[tuple[_Request[T], int]],
+              answers: list[tuple[_Request[T], np.ndarray | BaseException]]) -> None:
+        """Tokenize the admitted items together and add them to the active set with the initial state."""
+        if not admitted:
+            return
+        started = time.perf_counter()
+        try:
+            encoded = self._encode([request.items[index] for request, index in admitted])
+            rows = [_Row(request, index, np.asarray(ids, dtype=np.int64))
+                    for (request, index), ids in zip(admitted, encoded, strict=True)]
+            if any(len(row.ids) == 0 for row in rows):
+                raise ValueError("encode returned an empty id list; every text needs at least one token")
+        except Exception as exc:
+            self._fail({request for request, _ in admitted}, exc, answers)
+            return
+        self._encode_seconds = time.perf_counter() - started
+        fresh = self._model.initial_state(len(rows))
+        self._state = {k: np.concatenate([v, fresh[k]]) for k, v in self._state.items()}
+        self._rows.extend(rows)
+
+    def _step(self, others_waiting: bool, joins: int, queue_seconds: tuple[float, ...],
+              answers: list[tuple[_Request[T], np.ndarray | BaseException]]) -> None:
+        """One model step on every active row; rows that end get the head's answer and leave."""
+        rows = self._rows
+        remaining = np.fromiter((len(r.ids) - r.read for r in rows), dtype=np.int64, count=len(rows))
+        k = self._policy.step_tokens(remaining, others_waiting)
+        step_lengths = np.minimum(remaining, k)
+        input_ids = np.full((len(rows), k), self._model.pad_id, dtype=np.int64)
+        for i, row in enumerate(rows):
+            input_ids[i, :step_lengths[i]] = row.ids[row.read:row.read + step_lengths[i]]
+        started = time.perf_counter()
+        probabilities = np.empty(0, dtype=np.float32)
+        try:
+            self._state = self._model.step(input_ids, step_lengths, self._state)
+            ending = np.flatnonzero(remaining <= k)
+            if len(ending):
+                lengths = np.fromiter((len(rows[i].ids) for i in ending), dtype=np.int64, count=len(ending))
+                probabilities = self._model.head({n: v[ending] for n, v in self._state.items()}, lengths)
+        except Exception as exc:
+            log.exception("model step failed", extra={"rows": len(rows), "step_tokens": k})
+            self._fail({row.request for row in rows}, exc, answers)
+            self._rows, self._state = [], self._model.initial_state(0)
+            return
+        seconds = time.perf_counter() - started
+        for i, row in enumerate(rows):
+            row.read += int(step_lengths[i])
+        for j, i in enumerate(ending):
+            request = rows[i].request
+            request.results[rows[i].index] = probabilities[j]
+            request.answered += 1
+            if request.answered == len(request.items):
+                answers.append((request, request.results))
+        if len(ending):
+            keep = np.flatnonzero(remaining > k)
+            self._rows = [rows[i] for i in keep]
+            self._state = {n: v[keep] for n, v in self._state.items()}
+        if self._observer is not None:
+            try:  # a failing observer must not cost the callers their answers
+                self._observer.step_done(StepRecord(
+                    rows=len(rows), step_tokens=k, real_tokens=int(step_lengths.sum()), joins=joins,
+                    finished=len(ending), seconds=seconds, queue_seconds=queue_seconds,
+                    requests=len({id(row.request) for row in rows}), encode_seconds=self._encode_seconds))
+            except Exception:
+                log.exception("step observer failed")
+        self._encode_seconds = 0.0
+
+    def _fail(self, requests: set[_Request[T]], exc: BaseException,
+              answers: list[tuple[_Request[T], np.ndarray | BaseException]]) -> None:
+        """Close ``requests`` with ``exc``: their queued texts and (next step) rows go."""
+        with self._lock:
+            for request in requests:
+                request.closed = True
+                self._unqueue(request)
+        answers.extend((request, exc) for request in requests)
+        self._compact()
+
+    def _compact(self) -> None:
+        """Drop the active rows of closed requests, with their state."""
+        keep = [i for i, row in enumerate(self._rows) if not row.request.closed]
+        if len(keep) < len(self._rows):
+            self._rows = [self._rows[i] for i in keep]
+            self._state = {k: v[keep] for k, v in self._state.items()}
+
+    def _post(self, answers: list[tuple[_Request[T], np.ndarray | BaseException]]) -> None:
+        loop = self._loop
+        assert loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone (interpreter shutdown): nobody is waiting
+            loop.call_soon_threadsafe(self._answer, answers)
+
+    @staticmethod
+    def _answer(answers: list[tuple[_Request[T], np.ndarray | BaseException]]) -> None:
+        """On the loop: resolve the futures of answered, failed and expired requests."""
+        for request, outcome in answers:
+            if request.future.done():  # its caller gave up
+                continue
+            if isinstance(outcome, BaseException):
+                request.future.set_exception(outcome)
+            else:
+                request.future.set_result(outcome)
