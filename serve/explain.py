@@ -13,18 +13,18 @@ Given the review's token ids with their character offsets and its sentence spans
   The state is carried from sentence to sentence (one step call per sentence); no prefix is
   ever scored again from the start. The last one is the review's probability (Predict's, within
   the step graph's 1e-5 parity).
-* **Effect** of a sentence: P(review) - P(review without the sentence's read tokens). All the
-  "without" rows run together in one batched pass of the step graph; row ``i`` starts from
-  the state carried to the start of sentence ``i`` (the prefix is shared, not re-read) and
-  reads what follows the sentence. A review left with no token scores as ``[unk_id]``, as
-  Predict scores an empty one.
+* **Effect** of a sentence: P(review) - P(review without the sentence's read tokens), from the
+  same batched pass (:func:`read_with_and_without`): at each sentence's start a row takes the
+  carried state and sits that sentence out, then reads on beside the others (the prefix is
+  shared, not re-read). A review left with no token scores as ``[unk_id]``, as Predict scores
+  an empty one.
 * **Swing** of a sentence: its running probability minus the previous read sentence's; the
   **turning point** is the sentence with the largest absolute swing (None with fewer than two
   read sentences); the **most decisive** sentence has the largest absolute effect.
 
-Cost, in model work: the running pass reads the review once (as Predict does); the effect pass
-reads, for each sentence, what follows it: about ``sentences / 2`` reviews' worth of row-steps,
-batched (bench/explain_bench.py measures it against Predict).
+Cost, in model work: one step call per sentence, with 1, 2, ... ``sentences`` rows; the
+rows read what follows their sentence, about ``sentences / 2 + 1`` reviews' worth of
+row-steps in all, batched (bench/explain_bench.py measures it against Predict).
 """
 
 from __future__ import annotations
@@ -38,10 +38,6 @@ import numpy as np
 from serve.preprocessing import truncate_head_tail
 from serve.sentences import Span
 from serve.step_runner import State, StepRunner
-
-# Tokens per step call in the effect pass: rows leave the batch at the first step past their
-# end, so at most this many padded positions are computed per row.
-EFFECT_STEP_TOKENS = 32
 
 
 @dataclass(frozen=True)
@@ -114,26 +110,35 @@ def _stack(states: Sequence[State]) -> State:
     return {name: np.concatenate([s[name] for s in states]) for name in states[0]}
 
 
-def read_on(runner: StepRunner, state: State, sequences: Sequence[Sequence[int]],
-            step_tokens: int = EFFECT_STEP_TOKENS) -> State:
-    """Each row of ``state`` (``[rows, width]`` float32 tensors) after also reading its id list (may be empty).
+def _step_rows(runner: StepRunner, chunk: Sequence[int], state: State) -> State:
+    """Every row of ``state`` reads the same ids ``chunk`` (one step call, no padding)."""
+    rows = len(next(iter(state.values())))
+    ids = np.tile(np.asarray(chunk, dtype=np.int64), (rows, 1))
+    return runner.step(ids, np.full(rows, len(chunk), dtype=np.int64), state)
 
-    All rows go through the step graph together, ``step_tokens`` positions per call; a row leaves
-    once its list is read, so padding stays under ``step_tokens`` per row.
+
+def read_with_and_without(runner: StepRunner, read: Sequence[int],
+                          segments: Sequence[tuple[int, int, int]]) -> tuple[list[State], State]:
+    """One batched pass over ``read``, segment by segment (``(sentence, begin, end)`` positions in ``read``).
+
+    Row 0 reads everything: its state after each segment is returned (the running states). At
+    each segment's start a new row takes row 0's state and sits that segment out, then reads on
+    with the others: after the last segment, row ``1 + i`` holds the state of the review without
+    segment ``i``. All rows of a step read the same ids, so nothing is padded; a step's batch is
+    the rows that exist by then (1, 2, ... ``len(segments)`` rows).
+    Returns (running states, one per segment; the without-states, ``[len(segments), width]``).
     """
-    state = {name: value.copy() for name, value in state.items()}
-    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    for begin in range(0, int(lengths.max(initial=0)), step_tokens):
-        rows = np.flatnonzero(lengths > begin)
-        width = min(step_tokens, int(lengths[rows].max()) - begin)
-        ids = np.full((len(rows), width), runner.pad_id, dtype=np.int64)
-        for i, row in enumerate(rows):
-            chunk = sequences[row][begin:begin + width]
-            ids[i, :len(chunk)] = chunk
-        moved = runner.step(ids, np.minimum(lengths[rows] - begin, width), _rows(state, rows))
-        for name, value in moved.items():
-            state[name][rows] = value
-    return state
+    running, without = runner.initial_state(1), None
+    after: list[State] = []
+    for _, begin, end in segments:
+        rows = running if without is None else _stack([running, without])
+        moved = _step_rows(runner, read[begin:end], rows)
+        sitting_out = running  # the new row: the state at this segment's start
+        running = _rows(moved, [0])
+        without = sitting_out if len(after) == 0 else _stack([_rows(moved, slice(1, None)), sitting_out])
+        after.append(running)
+    assert without is not None  # segments is never empty here
+    return after, without
 
 
 def explain_ids(runner: StepRunner, ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[Span],
@@ -141,8 +146,8 @@ def explain_ids(runner: StepRunner, ids: Sequence[int], offsets: Sequence[tuple[
     """Explain a review given all its token ids (untruncated), their ``(start, end)`` offsets into the
     original text, and its sentence spans in that text (see the module docstring).
 
-    ``per_token``: also the running probability after each read token (one step call per token
-    instead of per sentence: several times slower). Raises whatever the runner's sessions raise.
+    ``per_token``: also the running probability after each read token (one more pass, one step
+    call per token: several times slower). Raises whatever the runner's sessions raise.
     """
     if ids and not spans:  # tokens where the splitter saw none (markup it and the tokenizer read apart)
         spans = [(offsets[0][0], offsets[-1][1])]
@@ -150,33 +155,28 @@ def explain_ids(runner: StepRunner, ids: Sequence[int], offsets: Sequence[tuple[
     read = [ids[p] for p in positions]
     owner = sentence_of_tokens([offsets[p][0] for p in positions], spans)
     if not read:  # nothing to read: scored as Predict scores it, one unknown token
-        state = runner.step(np.array([[unk_id]], np.int64), np.array([1], np.int64), runner.initial_state(1))
+        state = _step_rows(runner, [unk_id], runner.initial_state(1))
         probability = float(runner.head(state, np.array([1], np.int64))[0])
         empty = [SentenceExplanation(s, e, 0, 0, None, None, None) for s, e in spans]
         return Explanation(probability, empty, None, None, len(ids), 0, [])
     segments = _segments(owner)
-    # Running pass: carry the state sentence by sentence (token by token if asked).
-    cuts = list(range(1, len(read) + 1)) if per_token else [end for _, _, end in segments]
-    state, before = runner.initial_state(1), 0
-    carried: dict[int, State] = {0: state}
-    for cut in cuts:
-        chunk = np.array([read[before:cut]], dtype=np.int64)
-        state = runner.step(chunk, np.array([cut - before], np.int64), state)
-        carried[cut], before = state, cut
-    # Effect pass: without sentence i = the state carried to its start, then what follows it.
-    suffixes = [read[end:] for _, _, end in segments]
-    starts = _stack([carried[begin] for _, begin, _ in segments])
-    without = read_on(runner, starts, suffixes)
-    lengths = np.array([begin + len(read) - end for _, begin, end in segments], dtype=np.int64)
+    after, without = read_with_and_without(runner, read, segments)
+    cuts = [end for _, _, end in segments]
+    if per_token:  # the running state after every token, carried one token at a time
+        after, state = [], runner.initial_state(1)
+        for token in read:
+            state = _step_rows(runner, [token], state)
+            after.append(state)
+        cuts = list(range(1, len(read) + 1))
+    lengths = np.array([len(read) - (end - begin) for _, begin, end in segments], dtype=np.int64)
     empty_rows = np.flatnonzero(lengths == 0)  # the review's only sentence: what is left is nothing
     if len(empty_rows):
-        unk = read_on(runner, _rows(runner.initial_state(len(segments)), empty_rows), [[unk_id]] * len(empty_rows))
+        unk = _step_rows(runner, [unk_id], runner.initial_state(len(empty_rows)))
         for name, value in unk.items():
             without[name][empty_rows] = value
         lengths[empty_rows] = 1
     # One head call: the running states, then the rows without each sentence.
-    head = runner.head(_stack([_stack([carried[c] for c in cuts]), without]),
-                       np.concatenate([np.array(cuts, dtype=np.int64), lengths]))
+    head = runner.head(_stack([*after, without]), np.concatenate([np.array(cuts, dtype=np.int64), lengths]))
     running_at = dict(zip(cuts, head[:len(cuts)].tolist(), strict=True))
     probability = running_at[len(read)]
     effects = {sentence: probability - p for (sentence, _, _), p in zip(segments, head[len(cuts):].tolist(),
