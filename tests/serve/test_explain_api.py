@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,4 +100,39 @@ def test_explain_with_step_batching_uses_the_served_step_graph_and_agrees_with_p
             predicted = stub(running).Predict(pb.PredictRequest(text=text), timeout=TIMEOUT).prediction
             assert reply.prediction.probability == pytest.approx(predicted.probability, abs=1e-5)
     finally:
+        running.close()
+
+
+def test_a_busy_explainer_never_blocks_predict_and_its_full_queue_answers_resource_exhausted(
+        trained_repository) -> None:
+    running = ServerThread(make_settings(trained_repository, explain_workers=1, max_explain_queue=1))
+    explainer = running.server.explainer
+    entered, release = threading.Event(), threading.Event()
+    explain_one = explainer._explain_one  # noqa: SLF001 - holding the worker, not steering it
+
+    def gated(request):
+        entered.set()
+        assert release.wait(TIMEOUT)
+        return explain_one(request)
+
+    explainer._explain_one = gated  # noqa: SLF001
+    api = stub(running)
+    try:
+        first = api.Explain.future(pb.ExplainRequest(text=TURNING), timeout=TIMEOUT)
+        assert entered.wait(TIMEOUT)
+        queued = api.Explain.future(pb.ExplainRequest(text=TURNING), timeout=TIMEOUT)
+        until = time.monotonic() + TIMEOUT
+        while explainer._batcher.queued_units < 1:  # noqa: SLF001 - observing
+            assert time.monotonic() < until
+            time.sleep(0.001)
+        with pytest.raises(grpc.RpcError) as raised:
+            api.Explain(pb.ExplainRequest(text="one too many"), timeout=TIMEOUT)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # The explain worker is held and its queue full: predictions are answered all the same.
+        assert api.Predict(pb.PredictRequest(text=TURNING), timeout=TIMEOUT).prediction.label == "negative"
+        assert not first.done()
+        release.set()
+        assert first.result().turning_point == queued.result().turning_point == 3
+    finally:
+        release.set()
         running.close()
