@@ -102,7 +102,7 @@ def _segments(sentence_ids: Sequence[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
-def _rows(state: State, rows: np.ndarray | list[int]) -> State:
+def _rows(state: State, rows: np.ndarray | list[int] | slice) -> State:
     return {name: value[rows] for name, value in state.items()}
 
 
@@ -121,12 +121,12 @@ def read_with_and_without(runner: StepRunner, read: Sequence[int],
                           segments: Sequence[tuple[int, int, int]]) -> tuple[list[State], State]:
     """One batched pass over ``read``, segment by segment (``(sentence, begin, end)`` positions in ``read``).
 
-    Row 0 reads everything: its state after each segment is returned (the running states). At
-    each segment's start a new row takes row 0's state and sits that segment out, then reads on
-    with the others: after the last segment, row ``1 + i`` holds the state of the review without
-    segment ``i``. All rows of a step read the same ids, so nothing is padded; a step's batch is
-    the rows that exist by then (1, 2, ... ``len(segments)`` rows).
-    Returns (running states, one per segment; the without-states, ``[len(segments), width]``).
+    One row reads everything: its state after each segment is returned (the running states). At
+    each segment's start a new row takes that row's state and sits the segment out, then reads
+    on with the others. All rows of a step read the same ids, so nothing is padded; a step's
+    batch is the rows that exist by then (1, 2, ... ``len(segments)`` rows).
+    Returns (the running states, one ``[1, width]`` state per segment; the without-states,
+    ``[len(segments), width]``, whose row ``i`` is the review read without segment ``i``).
     """
     running, without = runner.initial_state(1), None
     after: list[State] = []
