@@ -40,6 +40,14 @@ from serve.sentences import Span
 from serve.step_runner import State, StepRunner
 
 
+class TooManySentences(ValueError):
+    """The review has more sentences the model reads than the caller allows (each costs a row)."""
+
+    def __init__(self, sentences: int, limit: int) -> None:
+        super().__init__(f"the model reads {sentences} sentences of this text; Explain takes at most {limit}")
+        self.sentences, self.limit = sentences, limit
+
+
 @dataclass(frozen=True)
 class SentenceExplanation:
     """One sentence: its span ``[start, end)`` in the original text (code points) and what the model made of it.
@@ -142,12 +150,15 @@ def read_with_and_without(runner: StepRunner, read: Sequence[int],
 
 
 def explain_ids(runner: StepRunner, ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[Span],
-                *, max_tokens: int, head_tokens: int, unk_id: int, per_token: bool = False) -> Explanation:
+                *, max_tokens: int, head_tokens: int, unk_id: int, per_token: bool = False,
+                max_sentences: int | None = None) -> Explanation:
     """Explain a review given all its token ids (untruncated), their ``(start, end)`` offsets into the
     original text, and its sentence spans in that text (see the module docstring).
 
     ``per_token``: also the running probability after each read token (one more pass, one step
-    call per token: several times slower). Raises whatever the runner's sessions raise.
+    call per token: several times slower). Raises :class:`TooManySentences` when the model
+    reads more than ``max_sentences`` sentences (sentences in a truncated middle do not count:
+    they cost nothing), else whatever the runner's sessions raise.
     """
     if ids and not spans:  # tokens where the splitter saw none (markup it and the tokenizer read apart)
         spans = [(offsets[0][0], offsets[-1][1])]
@@ -160,6 +171,8 @@ def explain_ids(runner: StepRunner, ids: Sequence[int], offsets: Sequence[tuple[
         empty = [SentenceExplanation(s, e, 0, 0, None, None, None) for s, e in spans]
         return Explanation(probability, empty, None, None, len(ids), 0, [])
     segments = _segments(owner)
+    if max_sentences is not None and len(segments) > max_sentences:
+        raise TooManySentences(len(segments), max_sentences)
     after, without = read_with_and_without(runner, read, segments)
     cuts = [end for _, _, end in segments]
     if per_token:  # the running state after every token, carried one token at a time

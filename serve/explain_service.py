@@ -4,9 +4,9 @@ Explain is heavier than Predict (a review's explanation reads it about ``sentenc
 times), so it never shares the prediction queue: it has its own bounded queue and workers, a
 :class:`~serve.batcher.Batcher` of one request per batch (``--explain-workers``,
 ``--max-explain-queue``; a full queue answers RESOURCE_EXHAUSTED at once, like Predict's), and
-its own limit, ``--max-explain-sentences`` per review. A request is validated by the core
-exactly as Predict validates a text (same errors), bound to the version serving when it is
-admitted, and explained by that version's step graph: the one the core serves with under
+its own limit, ``--max-explain-sentences`` read per review (the cost grows with them). A
+request is validated by the core exactly as Predict validates a text (same errors), bound to
+the version serving when it is admitted, and explained by that version's step graph: the one the core serves with under
 ``--batching steps``, else one opened on first use with the whole graph's session options
 and checked against it on the probe texts (1e-5) as the core checks its own. A version
 exported without a step graph answers :class:`~serve.errors.ExplainUnavailable`
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from serve.batcher import Batcher
 from serve.core import PROBE_TEXTS, InferenceCore, LoadedModel
 from serve.errors import ExplainUnavailable, InvalidInput, ModelNotReady
-from serve.explain import Explanation, explain_ids
+from serve.explain import Explanation, TooManySentences, explain_ids
 from serve.preprocessing import encode_texts, encode_with_offsets
 from serve.repository import ModelVersion, RepositoryError
 from serve.runtime import providers_for, session_options
@@ -107,14 +107,14 @@ class ExplainService:
 
     def _explain_one(self, request: _Request) -> Explained:
         model = request.loaded.model
-        spans = split_sentences(request.text)
-        limit = self._settings.max_explain_sentences
-        if len(spans) > limit:
-            raise InvalidInput(f"text has {len(spans)} sentences; Explain takes at most {limit} per review "
-                               "(server flag --max-explain-sentences); send a shorter excerpt")
         ids, offsets = encode_with_offsets(request.loaded.tokenizer, request.text)
-        explanation = explain_ids(self._step_runner(request.loaded), ids, offsets, spans, max_tokens=model.max_tokens,
-                                  head_tokens=model.head_tokens, unk_id=model.unk_id, per_token=request.per_token)
+        try:
+            explanation = explain_ids(self._step_runner(request.loaded), ids, offsets, split_sentences(request.text),
+                                      max_tokens=model.max_tokens, head_tokens=model.head_tokens, unk_id=model.unk_id,
+                                      per_token=request.per_token, max_sentences=self._settings.max_explain_sentences)
+        except TooManySentences as exc:
+            raise InvalidInput(f"text: {exc} per review (server flag --max-explain-sentences); send a shorter "
+                               "excerpt") from exc
         return Explained(model, request.text, explanation)
 
 

@@ -67,8 +67,9 @@ class Settings:
     max_chars_per_text: int = _opt(100_000, "longest accepted text in characters (the model itself reads at "
                                             "most max_tokens tokens: head and tail are kept)")
     max_message_bytes: int = _opt(16 * 1024 * 1024, "largest gRPC message accepted or sent")
-    max_explain_sentences: int = _opt(64, "most sentences in one Explain request's review (its cost grows with "
-                                          "them); more is answered INVALID_ARGUMENT")
+    max_explain_sentences: int = _opt(64, "most sentences the model reads of one Explain request's review (its "
+                                          "cost grows with them; a long review's unread middle does not count); "
+                                          "more is answered INVALID_ARGUMENT")
     explain_workers: int = _opt(1, "threads that run Explain requests, apart from the prediction workers")
     max_explain_queue: int = _opt(8, "most Explain requests waiting; beyond it they get RESOURCE_EXHAUSTED")
     stream_window: int = _opt(16, "requests of one PredictStream scored concurrently (flow control)")

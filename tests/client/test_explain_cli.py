@@ -16,7 +16,7 @@ from tests.serve.test_explain import TURNING
 
 @pytest.fixture(scope="module")
 def server(trained_repository: Path) -> Iterator[ServerThread]:
-    running = ServerThread(make_settings(trained_repository))
+    running = ServerThread(make_settings(trained_repository, max_explain_sentences=20))
     yield running
     running.close()
 
@@ -71,7 +71,7 @@ def test_score_explain_adds_the_turning_point_and_the_most_decisive_sentence(ser
     from tests.fixtures.trained_repository import PRAISE, review
 
     rows = [{"id": "turns", "review": TURNING}, {"id": "one", "review": review([PRAISE[0]])},
-            {"id": "many", "review": " ".join(["Good."] * 70)}]  # over the server's 64 sentences: no columns
+            {"id": "many", "review": " ".join(["It."] * 30)}]  # over the server's 20 sentences: no columns
     source = write_rows(tmp_path / f"in{suffix}", rows)
     output = tmp_path / f"out{suffix}"
     assert main(["score", str(source), "--output", str(output), "--server", server.address, "--explain",

@@ -60,7 +60,7 @@ def test_explain_shows_where_a_review_turns(explaining) -> None:
     ("", "empty"),
     ("   \n\t", "empty"),
     ("x" * 2001, "2001 characters"),
-    (" ".join(["Good."] * 21), "21 sentences; Explain takes at most 20"),
+    (" ".join(["It."] * 21), "the model reads 21 sentences of this text; Explain takes at most 20"),
 ])
 def test_bad_input_gets_invalid_argument_as_predict_does(explaining, text: str, message: str) -> None:
     with pytest.raises(grpc.RpcError) as raised:
@@ -136,3 +136,16 @@ def test_a_busy_explainer_never_blocks_predict_and_its_full_queue_answers_resour
     finally:
         release.set()
         running.close()
+
+
+def test_unread_sentences_do_not_count_against_the_sentence_limit(explaining) -> None:
+    """40 two-token sentences: the model (64 tokens, 16 head) reads 32 of them, over the limit of 20;
+    a long review whose read part has few sentences is explained."""
+    with pytest.raises(grpc.RpcError) as raised:
+        stub(explaining).Explain(pb.ExplainRequest(text=" ".join(["It."] * 40)), timeout=TIMEOUT)
+    assert "reads 32 sentences" in raised.value.details()
+    # 8 sentences in the 16 head tokens, 30 in the unread middle, 1 in the 48 tail tokens.
+    long_middle = "It. " * 38 + "And " + "and " * 42 + "the plot is terrible."
+    reply = stub(explaining).Explain(pb.ExplainRequest(text=long_middle), timeout=TIMEOUT)
+    assert len(reply.sentences) == 39 and reply.tokens_read == 64
+    assert sum(s.tokens_read > 0 for s in reply.sentences) == 9
