@@ -1,6 +1,7 @@
 """``python -m client``: predict, health, and batch scoring of files.
 
     python -m client predict "A wonderful film" [--server 127.0.0.1:8001]
+    python -m client explain "Great cast. Dreadful ending." [--json] [--server 127.0.0.1:8001]
     python -m client health [--server 127.0.0.1:8001]
     python -m client score reviews.csv --output scored.csv --local models/imdb-lstm
     python -m client score reviews.parquet --output scored.parquet --server 127.0.0.1:8001 --resume
@@ -97,6 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("texts", nargs="+", help="review text(s); each is scored separately")
     predict.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
 
+    explain = commands.add_parser("explain", parents=[connect],
+                                  help="show how the running sentiment moves through one review, sentence by "
+                                       "sentence, and which sentences moved it (docs/explain.md)")
+    explain.add_argument("text", nargs="?", help="the review (or give --file)")
+    explain.add_argument("--file", type=Path, help="read the review from this UTF-8 file ('-': standard input)")
+    explain.add_argument("--json", action="store_true",
+                         help="print one JSON object: probability, sentences [{text, start, end, "
+                              "running_probability, effect, ...}], turning_point, most_decisive")
+    explain.add_argument("--per-token", action="store_true", help="also the running probability after each token")
+
     commands.add_parser("health", parents=[connect],
                         help="print the server's health status (exit 0 only when SERVING)")
 
@@ -143,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--bad-rows", type=Path, default=None, help="bad-rows file (default OUTPUT.bad_rows.jsonl)")
     score.add_argument("--summary", type=Path, default=None, help="summary JSON (default OUTPUT.summary.json)")
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    score.add_argument("--explain", action="store_true",
+                       help="add the columns turning_point, turning_point_swing, most_decisive, most_decisive_effect "
+                            "(one Explain call per row, --server only; docs/explain.md)")
     return parser
 
 
@@ -168,6 +182,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              ensure_ascii=False))
         else:
             print(f"{p.label}\t{p.probability:.4f}\t{text[:80]}")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from client.api import SentimentClient
+
+    if (args.text is None) == (args.file is None):
+        parser.error("explain takes the review either as TEXT or with --file, not both or neither")
+    text = args.text if args.file is None else (
+        sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8"))
+    with SentimentClient(args.server, security=_security(args), timeout_s=args.timeout) as client:
+        explanation = client.explain(text, per_token=args.per_token)
+    if args.json:
+        print(json.dumps(explanation, ensure_ascii=False))
+        return 0
+    from rich.console import Console
+
+    from client.explain import render
+
+    render(explanation, Console())
     return 0
 
 
@@ -199,8 +233,10 @@ def cmd_score(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         delimiter=args.delimiter,
         probability_column=args.probability_column, prediction_column=args.prediction_column,
         known_column=args.known_column, chunk_rows=args.chunk_rows, resume=args.resume,
-        fail_on_bad_rows=args.fail_on_bad_rows,
-        bad_rows_path=args.bad_rows, summary_path=args.summary, progress=not args.no_progress)
+        fail_on_bad_rows=args.fail_on_bad_rows, bad_rows_path=args.bad_rows, summary_path=args.summary,
+        progress=not args.no_progress, explain=args.explain)
+    if args.explain and (args.local or args.ray):
+        parser.error("--explain is answered by the server's step graph: score with --server")
     if args.local and any(getattr(args, name) for name in SECURITY_FLAGS):
         parser.error("--tls* and --token-file apply to --server scoring, not --local/--ray")
     if args.ray:
@@ -246,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_predict(args)
         if args.command == "health":
             return cmd_health(args)
+        if args.command == "explain":
+            return cmd_explain(args, parser)
         if args.command in ("status", "reload"):
             return cmd_admin(args)
         return cmd_score(args, parser)

@@ -233,6 +233,15 @@ class SentimentClient:
                                 self.retry)
         return _prediction(response.prediction, response.model)
 
+    def explain(self, text: str, per_token: bool = False) -> dict[str, Any]:
+        """Explain one review: :func:`client.explain.explanation_dict` of the server's ExplainResponse."""
+        from client.explain import explanation_dict
+
+        request = sentiment_pb2.ExplainRequest(text=text, per_token=per_token)
+        response = with_retries(lambda: self._stub.Explain(request, timeout=self.timeout_s, metadata=self._metadata),
+                                self.retry)
+        return explanation_dict(response)
+
     def reload_model(self, version: int = 0) -> dict[str, Any]:
         """Ask the server to load, verify, warm and switch to ``version`` (0: the highest present).
 

@@ -248,6 +248,27 @@ class ServerBackend:
         return (probabilities, [None if p is None else p.label for p in predictions], errors,
                 [None if p is None else p.known_word_fraction for p in predictions])
 
+    def explain(self, texts: Sequence[str]) -> list[dict[str, Any] | None]:
+        """score --explain: per text, :func:`client.explain.explain_columns` of its Explain call (``concurrency``
+        in flight), or None when the server refuses to explain it (INVALID_ARGUMENT: more sentences than its
+        limit). Other errors (FAILED_PRECONDITION: the served model has no step graph) end the run."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import grpc
+
+        from client.explain import explain_columns
+
+        def one(text: str) -> dict[str, Any] | None:
+            try:
+                return explain_columns(self.client.explain(text))
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
+                return None
+
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(one, texts))
+
     def _one_by_one(self, batch: list[str]) -> tuple[list[Any], list[str | None]]:
         """One request's texts as one PredictBatch, or, if the server refuses it, text by text."""
         import grpc

@@ -32,6 +32,7 @@ from client.backends import Backend
 from client.columns import ColumnError, added_columns
 from client.encoding import unicode_problem
 from client.evaluation import Confusion, format_metrics, parse_gold
+from client.explain import EXPLAIN_COLUMNS
 from client.formats import Chunk, FormatError, detect_format, open_reader
 from client.writers import OUTPUT_FORMATS, OutputSpec, json_line, merge_parts, write_part
 
@@ -71,6 +72,7 @@ class ScoreOptions:
     bad_rows_path: Path | None = None  # default: <output>.bad_rows.jsonl
     summary_path: Path | None = None  # default: <output>.summary.json
     progress: bool = True
+    explain: bool = False  # add the turning point and most decisive sentence (server backends only)
 
 
 @dataclass
@@ -82,6 +84,7 @@ class ScoredChunk:
     labels: list[str | None]
     errors: list[str | None]
     known: list[float | None] | None = None  # None: no row has one
+    extras: list[dict[str, Any] | None] = field(default_factory=list)  # per row, score --explain's columns
 
 
 @dataclass
@@ -202,15 +205,19 @@ class ScoringRun:
                                   self.options.known_column)
         except ColumnError as exc:
             raise FormatError(str(exc)) from exc
-        spec = OutputSpec(self.out_fmt, columns, text_column, added[0], added[1], known_column=added[2])
+        spec = OutputSpec(self.out_fmt, columns, text_column, added[0], added[1], known_column=added[2],
+                          extra_columns=EXPLAIN_COLUMNS if self.options.explain else ())
         spec.check()
+        if self.options.explain and not hasattr(self.backend, "explain"):
+            raise ScoringError("--explain needs the server (its model's step graph): score with --server")
         self.columns_used = {"text": text_column, "label": label_column, "added": list(added),
                              "encoding": encoding, "notes": list(notes)}
         model = self.backend.describe()
         expected = {"version": STATE_VERSION, **_input_fingerprint(self.input_path), "input_format": self.in_fmt,
                     "output_format": self.out_fmt, "columns": columns, "text_column": text_column,
                     "label_column": label_column, "encoding": encoding,
-                    "added_columns": [spec.probability_column, spec.label_column, spec.known_column],
+                    "added_columns": [spec.probability_column, spec.label_column, spec.known_column,
+                                      *(name for name, _ in spec.extra_columns)],
                     "model": {"name": model.get("model"), "version": model.get("version")}}
         state_path = self.staging / STATE_FILE
         if state_path.is_file():
@@ -245,7 +252,14 @@ class ScoringRun:
                     probabilities[i], labels[i], known[i] = p, label, k
                 else:  # the backend could not score it: a bad row like any other
                     errors[i] = error
-        return ScoredChunk(chunk, probabilities, labels, errors, known)
+        extras: list[dict[str, Any] | None] = []
+        if self.options.explain:
+            extras = [None] * len(chunk)
+            scored = [i for i in good if errors[i] is None]
+            for i, explained in zip(scored, self.backend.explain([chunk.texts[i] for i in scored]),  # type: ignore[attr-defined]
+                                    strict=True):
+                extras[i] = explained
+        return ScoredChunk(chunk, probabilities, labels, errors, known, extras)
 
     def account(self, scored: ScoredChunk) -> PartStats:
         """The part's bad rows (with row numbers and ids) and confusion counts."""
@@ -271,7 +285,8 @@ class ScoringRun:
         name = _part_name(stats.start, stats.end, self.ext)
         part, twin = self.staging / name, (self.staging / name).with_suffix(".json")
         tmp_part, tmp_twin = self.staging / f".tmp-{name}", self.staging / f".tmp-{twin.name}"
-        write_part(tmp_part, spec, scored.chunk, scored.probabilities, scored.labels, scored.known)
+        write_part(tmp_part, spec, scored.chunk, scored.probabilities, scored.labels, scored.known,
+                   scored.extras or None)
         with tmp_part.open("rb+") as handle:
             os.fsync(handle.fileno())
         _fsync_write(tmp_twin, json.dumps(asdict(stats)))

@@ -35,16 +35,27 @@ class OutputSpec:
     label_column: str = "label"
     arrow_schema: Any = field(default=None, repr=False)  # pyarrow.Schema of Parquet input
     known_column: str = "known_word_fraction"  # the readability signal (not in text output)
+    # Columns added after those (score --explain): name -> pyarrow type name ("string", "float32").
+    extra_columns: tuple[tuple[str, str], ...] = ()
 
     def check(self) -> None:
-        clash = {self.probability_column, self.label_column, self.known_column} & set(self.columns)
+        clash = {self.probability_column, self.label_column, self.known_column,
+                 *(n for n, _ in self.extra_columns)} & set(self.columns)
         if clash:
             raise FormatError(f"the input already has column(s) {sorted(clash)}: name the added columns "
-                              "differently with --probability-column/--prediction-column/--known-column")
+                              "differently with --probability-column/--prediction-column/--known-column, or "
+                              "rename the input's columns")
+        if self.extra_columns and self.fmt == "text":
+            raise FormatError("a text output has no room for added columns: write .csv, .tsv, .jsonl or .parquet")
 
     @property
     def out_columns(self) -> list[str]:
-        return [*self.columns, self.probability_column, self.label_column, self.known_column]
+        return [*self.columns, self.probability_column, self.label_column, self.known_column,
+                *(n for n, _ in self.extra_columns)]
+
+    def extra_values(self, extras: dict[str, Any] | None) -> list[Any]:
+        """The extra columns' values of one row (None where ``extras`` lacks them)."""
+        return [None if extras is None else extras.get(name) for name, _ in self.extra_columns]
 
 
 def format_probability(value: float) -> float:
@@ -55,28 +66,33 @@ def format_probability(value: float) -> float:
 
 
 def write_part(path: Path, spec: OutputSpec, chunk: Chunk, probabilities: Sequence[float | None],
-               labels: Sequence[str | None], known: Sequence[float | None] | None = None) -> None:
+               labels: Sequence[str | None], known: Sequence[float | None] | None = None,
+               extras: Sequence[dict[str, Any] | None] | None = None) -> None:
     """Write one chunk's rows, with the added columns, to ``path`` (a part file).
 
     ``known``: each row's known-word fraction (None: unknown); text output has no such column.
+    ``extras``: per row, the values of ``spec.extra_columns`` (None: empty).
     """
     probs = [None if p is None else format_probability(p) for p in probabilities]
     knowns = [None if k is None else format_probability(k) for k in (known or [None] * len(probs))]
+    added = [spec.extra_values(e) for e in (extras or [None] * len(probs))]
     if spec.fmt in ("csv", "tsv", "parquet") and chunk.batch is None:
         _check_fixed_columns(spec, chunk)
     if spec.fmt == "parquet":
-        _write_parquet_part(path, spec, chunk, probs, labels, knowns)
+        _write_parquet_part(path, spec, chunk, probs, labels, knowns, added)
         return
     with path.open("w", encoding="utf-8", newline="") as handle:
         if spec.fmt in ("csv", "tsv"):
             writer = csv.writer(handle, delimiter="," if spec.fmt == "csv" else "\t", lineterminator="\n")
-            for record, p, label, k in zip(chunk.rows_as_records(), probs, labels, knowns, strict=True):
+            for record, p, label, k, more in zip(chunk.rows_as_records(), probs, labels, knowns, added, strict=True):
                 writer.writerow([_csv_value(record.get(c)) for c in spec.columns]
-                                + ["" if p is None else repr(p), label or "", "" if k is None else repr(k)])
+                                + ["" if p is None else repr(p), label or "", "" if k is None else repr(k)]
+                                + [_csv_value(v) for v in more])
         elif spec.fmt == "jsonl":
-            for record, p, label, k in zip(chunk.rows_as_records(), probs, labels, knowns, strict=True):
+            for record, p, label, k, more in zip(chunk.rows_as_records(), probs, labels, knowns, added, strict=True):
                 row = dict(record)
                 row[spec.probability_column], row[spec.label_column], row[spec.known_column] = p, label, k
+                row.update(zip((n for n, _ in spec.extra_columns), more, strict=True))
                 handle.write(json_line(row))
         else:  # text: label, probability, review; tabs and newlines in the review become spaces
             for record, p, label in zip(chunk.rows_as_records(), probs, labels, strict=True):
@@ -114,7 +130,7 @@ def _csv_value(value: Any) -> str:
 
 
 def _write_parquet_part(path: Path, spec: OutputSpec, chunk: Chunk, probs: list[float | None],
-                        labels: Sequence[str | None], knowns: list[float | None]) -> None:
+                        labels: Sequence[str | None], knowns: list[float | None], added: list[list[Any]]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -133,6 +149,8 @@ def _write_parquet_part(path: Path, spec: OutputSpec, chunk: Chunk, probs: list[
     table = table.append_column(spec.probability_column, pa.array(probs, type=pa.float32()))
     table = table.append_column(spec.label_column, pa.array(list(labels), type=pa.string()))
     table = table.append_column(spec.known_column, pa.array(knowns, type=pa.float32()))
+    for i, (name, kind) in enumerate(spec.extra_columns):
+        table = table.append_column(name, pa.array([row[i] for row in added], type=getattr(pa, kind)()))
     pq.write_table(table, path)
 
 

@@ -56,7 +56,7 @@ class StepGraphSpec:
 def read_step_spec(model: ModelVersion) -> StepGraphSpec | None:
     """The version's step-graph description, or None when it has none (an older export).
 
-    Raises :class:`~serve.repository.RepositoryError` naming the field when the section is
+    Raises :class:`~runtime.repository.RepositoryError` naming the field when the section is
     malformed, or names files that metadata.json's ``files`` does not list (and so are not
     checksummed).
     """

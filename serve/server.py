@@ -20,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from protos.inference import grpc_predict_v2_pb2, grpc_predict_v2_pb2_grpc
 from protos.sentiment.v1 import admin_pb2, admin_pb2_grpc, sentiment_pb2, sentiment_pb2_grpc
 from serve.engine.core import InferenceCore
+from serve.engine.explain_service import ExplainService
 from serve.grpc.admin_servicer import ModelAdminServicer
 from serve.grpc.kserve_servicer import KServeServicer
 from serve.grpc.reflection import enable_server_reflection
@@ -46,7 +47,7 @@ class Server:
 
     def __init__(self, settings: Settings, grpc_server: grpc.aio.Server, core: InferenceCore,
                  health_servicer: health.aio.HealthServicer, metrics: Metrics, reloader: ModelReloader,
-                 watcher: RepositoryWatcher | None) -> None:
+                 watcher: RepositoryWatcher | None, explainer: ExplainService | None = None) -> None:
         self.settings = settings
         self.grpc = grpc_server
         self.core = core
@@ -54,6 +55,7 @@ class Server:
         self.metrics = metrics
         self.reloader = reloader
         self.watcher = watcher
+        self.explainer = explainer
         self.metrics_port: int | None = None
         self.rest: RestServer | None = None  # the HTTP port (serve/rest/server.py), None with --http-port -1
         self.http_port: int | None = None
@@ -95,6 +97,8 @@ class Server:
         if self.watcher is not None:
             await self.watcher.stop()
         await asyncio.gather(self.grpc.stop(grace), self.rest.stop() if self.rest is not None else asyncio.sleep(0))
+        if self.explainer is not None:
+            await self.explainer.close()
         await self.core.close()
         self.metrics.stop_http()
 
@@ -120,8 +124,9 @@ def create_server(settings: Settings) -> tuple[Server, int]:
         ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
     ]
     grpc_server = grpc.aio.server(interceptors=interceptors, options=options)
+    explainer = ExplainService(core, settings)
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
-        SentimentServicer(core, settings.stream_window), grpc_server)
+        SentimentServicer(core, settings.stream_window, explainer), grpc_server)
     kserve = KServeServicer(core)
     grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(kserve, grpc_server)
     admin_pb2_grpc.add_ModelAdminServicer_to_server(ModelAdminServicer(core, reloader, settings), grpc_server)
@@ -136,7 +141,7 @@ def create_server(settings: Settings) -> tuple[Server, int]:
         raise ConfigurationError(f"cannot listen on {address}: {exc}") from exc
     if port == 0:
         raise ConfigurationError(f"cannot listen on {address} (port in use, or the address is not local)")
-    server = Server(settings, grpc_server, core, health_servicer, metrics, reloader, watcher)
+    server = Server(settings, grpc_server, core, health_servicer, metrics, reloader, watcher, explainer)
     if settings.http_port >= 0:  # the HTTP port shares the core, the KServe servicer and the metrics
         server.rest = RestServer(settings, core, kserve, metrics)
     return server, port

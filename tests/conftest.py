@@ -78,3 +78,11 @@ def smoke_run(imdb_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("smoke_run")
     run_training(imdb_data, out, preset("smoke", threads=2), torch.device("cpu"), resume=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny SentimentLSTM trained on templated reviews, exported with its step graph (tests/fixtures)."""
+    from tests.fixtures.trained_repository import build_trained_repository
+
+    return build_trained_repository(tmp_path_factory.mktemp("trained_repo"))

@@ -168,7 +168,7 @@ class InferenceCore:
         self._loaded: LoadedModel | None = None
         self._batcher: Batcher[tuple[LoadedModel, list[str]], Scored] | None = None
         self.ready = False
-        # int8 runs each text alone, as --local and --ray do (serve.repository.rows_per_run):
+        # int8 runs each text alone, as --local and --ray do (runtime.repository.rows_per_run):
         # batching never changes a result (coalescing still saves the thread hops).
         self._rows_per_run = rows_per_run(settings.precision, min(settings.max_rows_per_run, settings.max_batch_size))
         # Half a model run: chunks of a large request pair up with like-length chunks in a batch.

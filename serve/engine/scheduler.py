@@ -18,7 +18,7 @@ each iteration is one step:
    ``model.head`` and leave; a request is answered when its last text is.
 
 The queue is bounded in texts: a submit that would overflow it raises
-:class:`~serve.errors.Overloaded` at once (RESOURCE_EXHAUSTED at the edge), as the batcher does.
+:class:`~serve.ops.errors.Overloaded` at once (RESOURCE_EXHAUSTED at the edge), as the batcher does.
 If a step fails, every request with a row in it gets the exception. Futures are touched only
 on the event loop; the thread posts results with ``call_soon_threadsafe``.
 """
@@ -187,8 +187,8 @@ class StepScheduler(Generic[T]):
         """Score ``items``; returns P(positive) float32 [len(items)] in their order.
 
         ``deadline``: a :func:`time.monotonic` instant after which the answer is not wanted
-        (:class:`~serve.errors.DeadlineExpired`). Raises :class:`~serve.errors.Overloaded` when
-        the queue cannot take ``len(items)`` more texts, :class:`~serve.errors.ModelNotReady`
+        (:class:`~serve.ops.errors.DeadlineExpired`). Raises :class:`~serve.ops.errors.Overloaded` when
+        the queue cannot take ``len(items)`` more texts, :class:`~serve.ops.errors.ModelNotReady`
         once closed. Cancelling the caller frees the request's queued texts and rows.
         """
         if not items:
@@ -220,7 +220,7 @@ class StepScheduler(Generic[T]):
 
         ``drain``: finish every admitted request, queued ones included (a model being
         replaced); otherwise requests with texts still queued get
-        :class:`~serve.errors.ModelNotReady` and only fully admitted ones finish (shutdown).
+        :class:`~serve.ops.errors.ModelNotReady` and only fully admitted ones finish (shutdown).
         """
         with self._lock:
             self._closed = True

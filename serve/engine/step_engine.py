@@ -84,7 +84,7 @@ def prepare_steps(model: ModelVersion, settings: Settings, whole: ModelRunner,
     """Blocking: open, check against ``whole`` on ``probe_texts``, warm and measure the version's step graph.
 
     None (logged once) when the version stays on the whole path; raises
-    :class:`~serve.repository.RepositoryError` when its step graph disagrees with ``model.onnx``.
+    :class:`~runtime.repository.RepositoryError` when its step graph disagrees with ``model.onnx``.
     """
     runner = load_step_runner(model, settings)
     if runner is None:
@@ -122,7 +122,7 @@ def measure_step_cost(runner: StepRunner, unk_id: int, rows: int, max_step_token
 
 
 class Servable(Protocol):
-    """What the steps path reads of the core's loaded model (``serve.core.LoadedModel`` is one)."""
+    """What the steps path reads of the core's loaded model (``serve.engine.core.LoadedModel`` is one)."""
 
     @property
     def model(self) -> ModelVersion: ...

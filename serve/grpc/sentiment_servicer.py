@@ -9,6 +9,7 @@ import grpc
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 from serve.engine.core import InferenceCore, Prediction, Scored
+from serve.engine.explain_service import Explained, ExplainService
 from serve.grpc.streaming import answer_stream
 from serve.ops.edge import deadline_of
 from serve.ops.errors import ServingError
@@ -25,11 +26,13 @@ def _model_ref(scored: Scored) -> pb.ModelRef:
 
 
 class SentimentServicer(pb_grpc.SentimentServiceServicer):
-    """Predict, PredictBatch, PredictStream and GetLimits over one :class:`InferenceCore`."""
+    """Predict, PredictBatch, PredictStream and GetLimits over one :class:`InferenceCore`; Explain
+    over an :class:`ExplainService`."""
 
-    def __init__(self, core: InferenceCore, stream_window: int) -> None:
+    def __init__(self, core: InferenceCore, stream_window: int, explainer: ExplainService) -> None:
         self._core = core
         self._stream_window = stream_window
+        self._explainer = explainer
 
     async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
         scored = await self._core.predict([request.text], deadline_of(context), field="text")
@@ -65,3 +68,23 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
 
         async for response in answer_stream(request_iterator, answer, self._stream_window):
             yield response
+
+    async def Explain(self, request: pb.ExplainRequest, context: grpc.aio.ServicerContext) -> pb.ExplainResponse:
+        explained = await self._explainer.explain(request.text, request.per_token, deadline_of(context))
+        return explain_response(explained)
+
+
+def explain_response(explained: Explained) -> pb.ExplainResponse:
+    """An :class:`Explained` as the sentiment.v1 message (None fields left unset)."""
+    e, text, model = explained.explanation, explained.text, explained.model
+    negative, positive = model.labels
+    label = positive if e.probability >= model.threshold else negative
+    sentences = [pb.SentenceExplanation(text=text[s.start:s.end], start=s.start, end=s.end, tokens=s.tokens,
+                                        tokens_read=s.tokens_read, running_probability=s.running_probability,
+                                        swing=s.swing, effect=s.effect) for s in e.sentences]
+    steps = [pb.TokenExplanation(start=t.start, end=t.end, sentence=t.sentence,
+                                 running_probability=t.running_probability) for t in e.token_steps]
+    return pb.ExplainResponse(prediction=pb.Prediction(label=label, probability=e.probability),
+                              model=pb.ModelRef(name=model.name, version=model.version), sentences=sentences,
+                              turning_point=e.turning_point, most_decisive=e.most_decisive, tokens=e.tokens,
+                              tokens_read=e.tokens_read, token_steps=steps)

@@ -20,6 +20,7 @@ from grpc import StatusCode
 from serve.ops.errors import (
     AdminDisabled,
     DeadlineExpired,
+    ExplainUnavailable,
     InvalidInput,
     ModelNotFound,
     ModelNotReady,
@@ -38,6 +39,7 @@ STATUS_CODES: dict[type[ServingError], StatusCode] = {
     Overloaded: StatusCode.RESOURCE_EXHAUSTED,
     DeadlineExpired: StatusCode.DEADLINE_EXCEEDED,
     ReloadRejected: StatusCode.FAILED_PRECONDITION,
+    ExplainUnavailable: StatusCode.FAILED_PRECONDITION,
     AdminDisabled: StatusCode.PERMISSION_DENIED,
 }
 

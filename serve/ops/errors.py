@@ -33,6 +33,10 @@ class DeadlineExpired(ServingError):
     """The client's deadline passed before the request reached the model (DEADLINE_EXCEEDED)."""
 
 
+class ExplainUnavailable(ServingError):
+    """The served version cannot explain (exported without a step graph) (FAILED_PRECONDITION)."""
+
+
 class ReloadRejected(ServingError):
     """A model version failed to load, verify or warm up; the previous one keeps serving (FAILED_PRECONDITION)."""
 

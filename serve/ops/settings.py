@@ -74,6 +74,11 @@ class Settings:
     max_chars_per_text: int = _opt(MAX_CHARS_PER_TEXT, "longest accepted text in characters (the model itself reads at "
                                             "most max_tokens tokens: head and tail are kept)")
     max_message_bytes: int = _opt(16 * 1024 * 1024, "largest gRPC message accepted or sent")
+    max_explain_sentences: int = _opt(64, "most sentences the model reads of one Explain request's review (its "
+                                          "cost grows with them; a long review's unread middle does not count); "
+                                          "more is answered INVALID_ARGUMENT")
+    explain_workers: int = _opt(1, "threads that run Explain requests, apart from the prediction workers")
+    max_explain_queue: int = _opt(8, "most Explain requests waiting; beyond it they get RESOURCE_EXHAUSTED")
     stream_window: int = _opt(16, "requests of one PredictStream scored concurrently (flow control)")
     grace_period_s: float = _opt(10.0, "on SIGTERM, how long in-flight requests may take to finish")
     warmup: bool = _opt(True, "run the model over the length buckets before reporting SERVING")
@@ -94,6 +99,7 @@ class Settings:
             ("max_batch_size", 1), ("max_queue_size", 1), ("max_texts_per_request", 1), ("max_chars_per_text", 1),
             ("max_message_bytes", 1024), ("stream_window", 1), ("intra_op_threads", 0), ("inter_op_threads", 0),
             ("workers", 0), ("max_rows_per_run", 1), ("step_tokens", 1), ("max_active_rows", 1),
+            ("max_explain_sentences", 1), ("explain_workers", 1), ("max_explain_queue", 1),
             ("port", 0), ("metrics_port", -1), ("max_queue_delay_ms", 0), ("grace_period_s", 0),
             ("repository_poll_s", 0), ("http_port", -1), ("http_read_timeout_s", 0.001),
         ) if getattr(self, name) < low]

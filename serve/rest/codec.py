@@ -16,7 +16,7 @@ What only exists over HTTP is handled here:
   JSON numbers (protobuf's JSON mapping would write them as strings; Triton writes numbers).
 
 The ``/v1`` JSON API mirrors ``sentiment.v1``: ``{"text": ...}`` and ``{"texts": [...]}`` in,
-the response messages' fields out. Every malformation is an :class:`~serve.errors.InvalidInput`.
+the response messages' fields out. Every malformation is an :class:`~serve.ops.errors.InvalidInput`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The HTTP port: KServe v2 REST and the ``/v1`` JSON API, served by aiohttp on grpc.aio's event loop.
 
-Same process, same loop, same :class:`~serve.core.InferenceCore` as the gRPC port, so the
+Same process, same loop, same :class:`~serve.engine.core.InferenceCore` as the gRPC port, so the
 same model, batcher, limits and metrics. Handlers only turn HTTP into the gRPC APIs' messages
 (:mod:`serve.rest.codec`) and call the same servicer code; :func:`edge` is the one wrapper
-around them: domain errors -> HTTP statuses (through :func:`serve.edge.status_for`, the gRPC
+around them: domain errors -> HTTP statuses (through :func:`serve.ops.edge.status_for`, the gRPC
 mapping, so both ports answer alike), KServe's ``{"error": "..."}`` bodies for every failure
 (unknown paths and wrong methods included), metrics and debug access logs.
 

@@ -77,3 +77,21 @@ def test_shipped_model_on_the_steps_path_gives_the_whole_path_answers() -> None:
         np.testing.assert_allclose([p.probability for p in reply.predictions], in_process(texts), atol=1e-5, rtol=0)
     finally:
         running.close()
+
+
+def test_shipped_model_explains_a_review_that_turns_and_agrees_with_predict(shipped: ServerThread) -> None:
+    """The latest shipped version has a step graph: Explain's last running probability is Predict's,
+    also for a review long enough to be truncated (its middle sentences unread)."""
+    api = pb_grpc.SentimentServiceStub(shipped.channel)
+    turning = POSITIVE + " " + NEGATIVE
+    for text in (turning, POSITIVE * 20):
+        reply = api.Explain(pb.ExplainRequest(text=text), timeout=TIMEOUT)
+        predicted = api.Predict(pb.PredictRequest(text=text), timeout=TIMEOUT).prediction.probability
+        read = [s for s in reply.sentences if s.tokens_read]
+        assert read[-1].running_probability == reply.prediction.probability
+        assert reply.prediction.probability == pytest.approx(predicted, abs=1e-5)
+    assert any(s.tokens_read == 0 and not s.HasField("effect") for s in reply.sentences)  # the long one
+    reply = api.Explain(pb.ExplainRequest(text=turning), timeout=TIMEOUT)
+    assert reply.prediction.label == "negative"
+    assert reply.sentences[reply.turning_point].text.startswith(("A dull", "The plot", "A complete"))
+    assert reply.sentences[2].running_probability > 0.9  # the praise, before the turn

@@ -55,6 +55,11 @@ class SentimentServiceStub:
                 request_serializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.GetLimitsRequest.SerializeToString,
                 response_deserializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.Limits.FromString,
                 _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/sentiment.v1.SentimentService/Explain',
+                request_serializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainResponse.FromString,
+                _registered_method=True)
 
 
 class SentimentServiceServicer:
@@ -96,6 +101,19 @@ class SentimentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Explain(self, request, context):
+        """Explains one review (docs/explain.md): its prediction, its sentences with character
+        offsets into `text`, the probability the model would give had the review ended after
+        each sentence (read from the LSTM state carried through the review), and each
+        sentence's effect, P(review) - P(review without it). Bad input gets the same errors as
+        Predict; a review of more sentences than the server's max-explain-sentences is
+        INVALID_ARGUMENT; Explain requests have their own bounded queue (RESOURCE_EXHAUSTED when
+        full). A model version exported without a step graph answers FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SentimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -118,6 +136,11 @@ def add_SentimentServiceServicer_to_server(servicer, server):
                     servicer.GetLimits,
                     request_deserializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.GetLimitsRequest.FromString,
                     response_serializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.Limits.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainRequest.FromString,
+                    response_serializer=protos_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -229,6 +252,33 @@ class SentimentService:
             '/sentiment.v1.SentimentService/GetLimits',
             protos_dot_sentiment_dot_v1_dot_sentiment__pb2.GetLimitsRequest.SerializeToString,
             protos_dot_sentiment_dot_v1_dot_sentiment__pb2.Limits.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sentiment.v1.SentimentService/Explain',
+            protos_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainRequest.SerializeToString,
+            protos_dot_sentiment_dot_v1_dot_sentiment__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
