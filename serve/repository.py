@@ -188,6 +188,9 @@ def resolve_version(repository: str | Path, name: str, version: int | None) -> i
             raise RepositoryError(f"model {name!r} has no version folder (1/, 2/, ...) in the model repository")
         return versions[-1]
     if version not in versions:
+        entry = Path(repository) / name / str(version)
+        if entry.is_dir():  # there, but skipped: say why
+            contained(Path(repository), entry, "version folder")
         raise RepositoryError(f"model {name!r} has no version {version}; present: {versions}")
     return version
 

@@ -135,17 +135,27 @@ def _refusing(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, reason: str
     """
     if handler.response_streaming:
         async def refuse_stream(requests: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            on_refusal(context)
-            await context.abort(code, reason)
+            await _abort(context, code, reason, on_refusal)
             yield  # pragma: no cover - abort raises; the yield only makes this an async generator
 
         return grpc.stream_stream_rpc_method_handler(refuse_stream, response_serializer=handler.response_serializer)
 
     async def refuse(requests: Any, context: grpc.aio.ServicerContext) -> None:
-        on_refusal(context)
-        await context.abort(code, reason)
+        await _abort(context, code, reason, on_refusal)
 
     return grpc.stream_unary_rpc_method_handler(refuse, response_serializer=handler.response_serializer)
+
+
+async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, reason: str,
+                 on_refusal: Callable[[grpc.aio.ServicerContext], None]) -> None:
+    """Record the refusal and answer it; raises grpc's AbortError, or returns if the client already left."""
+    on_refusal(context)
+    try:
+        await context.abort(code, reason)
+    except grpc.aio.AbortError:
+        raise
+    except Exception:  # the client cancelled first: grpc cannot send the status, and nobody waits for it
+        return
 
 
 class RefusalObserver(Protocol):

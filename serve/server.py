@@ -183,6 +183,14 @@ def connection_options(settings: Settings) -> list[tuple[str, int]]:
 KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS = 60_000, 20_000
 
 
+def warn_if_exposed(settings: Settings) -> None:
+    """One loud warning per port that listens beyond loopback without TLS or tokens."""
+    for exposure in settings.exposed_without_protection:
+        log.warning("LISTENING BEYOND LOOPBACK WITHOUT PROTECTION: anyone who can reach this address can use "
+                    "it; set --tls-cert/--tls-key and --auth-token-file, or listen on 127.0.0.1 "
+                    "(docs/security.md)", extra={"exposed": exposure})
+
+
 def process_age_s() -> float | None:
     """Seconds since this process started (Linux), for the cold-start log line."""
     try:
@@ -201,10 +209,7 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    for exposure in settings.exposed_without_protection:
-        log.warning("LISTENING BEYOND LOOPBACK WITHOUT PROTECTION: anyone who can reach this address can use "
-                    "it; set --tls-cert/--tls-key and --auth-token-file (docs/security.md)",
-                    extra={"exposed": exposure})
+    warn_if_exposed(settings)
     log.info("listening", extra={"address": f"{settings.host}:{port}", "tls": settings.tls,
                                  "token_auth": settings.auth_token_file is not None,
                                  "metrics_host": settings.metrics_bind_host, "metrics_port": server.metrics_port})

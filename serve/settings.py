@@ -86,7 +86,8 @@ class Settings:
                                                 "further calls wait at the client")
     max_connections: int = _opt(256, "most client connections at once (further ones are closed on arrival); "
                                      "lowered to fit the open-file limit")
-    connection_idle_s: float = _opt(300.0, "close a connection that has had no call for this long (0: never)")
+    connection_idle_s: float = _opt(60.0, "close a connection that has had no call for this long (clients "
+                                          "reconnect on their next call; 0: never)")
     connection_max_age_s: float = _opt(3600.0, "ask clients to reconnect after this long (calls in flight get "
                                                "--connection-age-grace-s more; 0: never)")
     connection_age_grace_s: float = _opt(300.0, "how long calls may finish on a connection past its maximum age")
