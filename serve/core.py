@@ -29,7 +29,7 @@ from serve.batcher import Batcher, BatchObserver
 from serve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from serve.grouping import DEFAULT_RUN_COST, RunCost, length_groups
 from serve.preprocessing import encode_texts, pad_batch
-from serve.repository import ModelVersion, RepositoryError, load_version
+from serve.repository import ModelVersion, RepositoryError, load_version, shown
 from serve.runtime import ModelRunner, load_runner, thread_plan
 from serve.settings import Settings
 from serve.statistics import InferenceStatistics
@@ -184,7 +184,7 @@ class InferenceCore:
         loaded = LoadedModel(runner, tokenizer, time.perf_counter() - started, run_cost)
         probabilities = [p.probability for p in self._score_texts(loaded, list(PROBE_TEXTS), observe=False)]
         if not all(0.0 <= p <= 1.0 for p in probabilities):  # NaN fails both comparisons
-            raise RepositoryError(f"{model.model_path(s.precision)}: the graph answers {probabilities} for the "
+            raise RepositoryError(f"{shown(model.model_path(s.precision))}: the graph answers {probabilities} for the "
                                   "probe texts; a probability must lie in [0, 1]")
         return dataclasses.replace(loaded, load_seconds=time.perf_counter() - started)
 
