@@ -46,8 +46,10 @@ from protos.sentiment.v1 import sentiment_pb2 as pb  # noqa: E402
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc  # noqa: E402
 
 TOKEN = "probe-token-0123456789"
-# An HTTP/2 client preface and an empty SETTINGS frame: a connection past its handshake, then silent.
-H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+# An HTTP/2 client preface, an empty SETTINGS frame and the ACK of the server's: a connection past its
+# handshake, as a real client leaves it, then silent.
+H2_PREFACE = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+              + b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
 WATCH = "/grpc.health.v1.Health/Watch"
 
 
@@ -148,8 +150,11 @@ def probe_unauth(repository: str) -> dict:
             server.reset_peak()
             before = server.status()
             codes: list[str] = []
-            threads = [threading.Thread(target=lambda: codes.append(predict(server.address, text, 60, None)))
-                       for _ in range(calls)]
+
+            def send(address: str = server.address, payload: str = text, out: list[str] = codes) -> None:
+                out.append(predict(address, payload, 60, None))
+
+            threads = [threading.Thread(target=send) for _ in range(calls)]
             for thread in threads:
                 thread.start()
             for thread in threads:
@@ -178,7 +183,7 @@ def probe_streams(repository: str, calls: int = 2000) -> dict:
                     try:
                         await asyncio.wait_for(stream.read(), 10)
                         return "open"
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         return "waiting"
                     except grpc.aio.AioRpcError as exc:
                         return exc.code().name
@@ -221,7 +226,7 @@ def probe_idle(repository: str, sockets: int = 300, nofile: int = 256) -> dict:
                 while sock.recv(65536):
                     pass
                 closed += 1  # EOF: the server closed it
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 pass
             except OSError:
                 closed += 1
