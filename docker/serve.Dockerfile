@@ -11,9 +11,16 @@
 #                 for batch scoring)
 # GPU variant: BASE_IMAGE=imdb-edge/python:3.12-cuda13 (docker/cuda-base.Dockerfile),
 # PYTHON=python3.12, REQUIREMENTS=gpu; run with SENTIMENT_DEVICE=cuda and a GPU attached.
+# A BASE_IMAGE from a registry is best given by digest (name@sha256:...), not by a moving tag.
+#
+# Safe defaults (docs/security.md, docs/containers.md): the server listens on the container's
+# loopback and the metrics page too. To serve other machines, set SENTIMENT_HOST=0.0.0.0 AND
+# give TLS and tokens from a secrets mount (SENTIMENT_TLS_CERT/_KEY, SENTIMENT_AUTH_TOKEN_FILE
+# under /run/secrets); without them the server starts but logs a loud warning.
 ARG BASE_IMAGE=imdb-edge/python:3.11-bookworm
 
-# ---- build: a virtual environment from the wheelhouse only (no index, no network) ----
+# ---- build: a virtual environment from the wheelhouse only (no index, no network, every wheel's
+# sha256 checked against docker/locks/${REQUIREMENTS}.txt, which wheelhouse.sh copied in) ----
 FROM ${BASE_IMAGE} AS build
 LABEL imdb-edge.stage=build
 ARG PYTHON=python3.11
@@ -21,7 +28,7 @@ ARG REQUIREMENTS=serve
 COPY docker/.build/wheelhouse/${REQUIREMENTS} /wheelhouse
 RUN ${PYTHON} -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheelhouse \
-        -r /wheelhouse/requirements.txt \
+        --require-hashes --only-binary=:all: -r /wheelhouse/requirements.txt \
     && /opt/venv/bin/pip uninstall --yes pip setuptools \
     && find /opt/venv -depth -type d -name tests -path '*/site-packages/*/tests' -exec rm -rf {} + \
     && find /opt/venv -name '*.pyi' -delete
@@ -52,9 +59,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     ORT_DISABLE_TELEMETRY=1 \
     SENTIMENT_MODEL_REPOSITORY=/models \
-    SENTIMENT_HOST=0.0.0.0 \
+    SENTIMENT_HOST=127.0.0.1 \
     SENTIMENT_PORT=8001 \
     SENTIMENT_HTTP_PORT=8000 \
+    SENTIMENT_METRICS_HOST=127.0.0.1 \
     SENTIMENT_METRICS_PORT=8002
 WORKDIR /app
 USER 10001:10001

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from serve.lifecycle.reload import ModelReloader, RepositoryWatcher
 from serve.ops.edge import EdgeInterceptor
 from serve.ops.errors import ConfigurationError
 from serve.ops.metrics import Metrics
-from serve.ops.security import auth_interceptors, server_credentials
+from serve.ops.security import admission_interceptors, server_credentials
 from serve.ops.settings import Settings
 from serve.rest.server import RestServer
 
@@ -74,7 +75,9 @@ class Server:
         if self.settings.metrics_port >= 0:
             host = self.settings.metrics_bind_host
             try:
-                self.metrics_port = self.metrics.serve_http(host, self.settings.metrics_port)
+                self.metrics_port = self.metrics.serve_http(host, self.settings.metrics_port,
+                                                            self.settings.metrics_max_connections,
+                                                            self.settings.metrics_timeout_s)
             except OSError as exc:
                 await self.grpc.stop(0)
                 if self.rest is not None:
@@ -111,10 +114,10 @@ def create_server(settings: Settings) -> tuple[Server, int]:
     # Read the credentials first: an unusable certificate or token file is refused before
     # anything else is built (and without needing an event loop).
     credentials = server_credentials(settings)
-    token_check = auth_interceptors(settings)
     metrics = Metrics()
-    # The edge wraps the token check, so refused calls are counted and logged like any other.
-    interceptors = [EdgeInterceptor(metrics), *token_check]
+    # The edge wraps the call limits and the token check, so refused calls are counted and logged
+    # like any other; both refuse before the request message is read.
+    interceptors = [EdgeInterceptor(metrics), *admission_interceptors(settings, metrics)]
     core = InferenceCore(settings, metrics)
     reloader = ModelReloader(core, metrics)
     watcher = RepositoryWatcher(reloader, settings) if settings.watch_repository else None
@@ -122,6 +125,7 @@ def create_server(settings: Settings) -> tuple[Server, int]:
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
         ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
+        *connection_options(settings),
     ]
     grpc_server = grpc.aio.server(interceptors=interceptors, options=options)
     explainer = ExplainService(core, settings)
@@ -147,6 +151,66 @@ def create_server(settings: Settings) -> tuple[Server, int]:
     return server, port
 
 
+# File descriptors kept for everything but client connections: model files, the metrics
+# endpoint and its clients, logs, the repository watcher.
+RESERVED_FDS = 64
+
+
+def connection_cap(settings: Settings) -> int:
+    """``--max-connections``, lowered to fit the open-file limit (whose soft value is first raised to
+    the hard one): past that limit accept() fails, and every socket, /metrics included, stalls."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > soft):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or settings.max_connections + RESERVED_FDS <= soft:
+        return settings.max_connections
+    cap = max(1, soft - RESERVED_FDS)
+    log.warning("--max-connections lowered to fit the open-file limit",
+                extra={"max_connections": settings.max_connections, "open_file_limit": soft, "lowered_to": cap})
+    return cap
+
+
+def connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """grpc core's per-connection limits (channel arguments) from the settings.
+
+    Streams per connection are advertised in HTTP/2 SETTINGS (clients queue beyond them); an idle
+    connection (no call) is closed with GOAWAY; an old one is asked to go away and its calls get
+    the grace time; a connection beyond the cap is closed on arrival, before any handshake; one
+    that does not finish its handshake in time is closed; keepalive pings find dead peers.
+    """
+    def ms(seconds: float) -> int:
+        return max(1, round(seconds * 1000))
+
+    options = [
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        ("grpc.max_allowed_incoming_connections", connection_cap(settings)),
+        ("grpc.server_handshake_timeout_ms", ms(settings.handshake_timeout_s)),
+        ("grpc.keepalive_time_ms", KEEPALIVE_MS),
+        ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+    ]
+    if settings.connection_idle_s > 0:
+        options.append(("grpc.max_connection_idle_ms", ms(settings.connection_idle_s)))
+    if settings.connection_max_age_s > 0:
+        options += [("grpc.max_connection_age_ms", ms(settings.connection_max_age_s)),
+                    ("grpc.max_connection_age_grace_ms", ms(settings.connection_age_grace_s))]
+    return options
+
+
+KEEPALIVE_MS, KEEPALIVE_TIMEOUT_MS = 60_000, 20_000
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    """One loud warning per port that listens beyond loopback without TLS or tokens."""
+    for exposure in settings.exposed_without_protection:
+        log.warning("LISTENING BEYOND LOOPBACK WITHOUT PROTECTION: anyone who can reach this address can use "
+                    "it; set --tls-cert/--tls-key and --auth-token-file, or listen on 127.0.0.1 "
+                    "(docs/security.md)", extra={"exposed": exposure})
+
+
 def process_age_s() -> float | None:
     """Seconds since this process started (Linux), for the cold-start log line."""
     try:
@@ -165,6 +229,7 @@ async def serve(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    warn_if_exposed(settings)
     log.info("listening", extra={"address": f"{settings.host}:{port}", "tls": settings.tls,
                                  "token_auth": settings.auth_token_file is not None,
                                  "metrics_host": settings.metrics_bind_host, "metrics_port": server.metrics_port,

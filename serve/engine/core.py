@@ -34,7 +34,7 @@ from runtime.preprocessing import (
     quick_readability,
     text_problem,
 )
-from runtime.repository import ModelVersion, RepositoryError, load_version, rows_per_run
+from runtime.repository import ModelVersion, RepositoryError, load_version, rows_per_run, shown
 from runtime.run_cost import DEFAULT_RUN_COST, RunCost
 from runtime.session import ModelRunner, load_runner, thread_plan
 from serve.engine.batcher import Batcher, BatchObserver
@@ -227,7 +227,7 @@ class InferenceCore:
                              time.perf_counter() - started, run_cost)
         probabilities = [p.probability for p in self._score_texts(loaded, list(PROBE_TEXTS), observe=False)]
         if not all(0.0 <= p <= 1.0 for p in probabilities):  # NaN fails both comparisons
-            raise RepositoryError(f"{model.model_path(s.precision)}: the graph answers {probabilities} for the "
+            raise RepositoryError(f"{shown(model.model_path(s.precision))}: the graph answers {probabilities} for the "
                                   "probe texts; a probability must lie in [0, 1]")
         if s.batching == "steps":  # serve/engine/step_engine.py
             loaded = dataclasses.replace(loaded, steps=prepare_steps(model, s, runner, tokenizer, PROBE_TEXTS))

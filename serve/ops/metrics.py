@@ -3,21 +3,33 @@
 :class:`Metrics` is the batcher's, the core's and the reloader's observer, and the edge
 interceptor records every RPC through :meth:`Metrics.request_done`; nothing else touches
 the collectors.
+
+The page is served by prometheus_client's own request handler (:class:`MetricsHandler`)
+under :class:`BoundedHTTPServer`: a fixed number of worker threads
+(``--metrics-max-connections``; connections beyond them are closed at once), a socket
+timeout (``--metrics-timeout-s``) and no ``Server:`` header. The library's
+``start_http_server`` starts a thread per connection and keeps idle ones forever.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from threading import Thread
-from typing import TYPE_CHECKING
-from wsgiref.simple_server import WSGIServer
+import logging
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, MetricsHandler
 
 from runtime.repository import ModelVersion
+from serve.ops.logs import RateLimitedWarning
 
 if TYPE_CHECKING:  # the engine reports to metrics; metrics only names the record's type
     from serve.engine.scheduler import StepRecord
+
+log = logging.getLogger("serve.metrics")
 
 PREFIX = "sentiment"
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0)
@@ -63,7 +75,11 @@ class Metrics:
         self.reloads = Counter(f"{PREFIX}_model_reloads", "hot reload attempts, by trigger (watch, admin) and outcome "
                                "(switched, unchanged, rejected, not_found)", ["trigger", "outcome"], registry=r)
         self._add_step_collectors()
-        self._http: tuple[WSGIServer, Thread] | None = None
+        self.auth_failures = Counter(f"{PREFIX}_auth_failures", "calls refused for a missing, malformed or invalid "
+                                     "bearer token, by kind", ["kind"], registry=r)
+        self.limit_refusals = Counter(f"{PREFIX}_limit_refusals", "calls or connections refused by a limit, by "
+                                      "limit (calls, open_calls, metrics_connections)", ["limit"], registry=r)
+        self._http: BoundedHTTPServer | None = None
 
     def _add_step_collectors(self) -> None:
         """--batching steps (serve/engine/scheduler.py); steps/s is rate(sentiment_steps_total)."""
@@ -127,16 +143,83 @@ class Metrics:
         self.requests.labels(method, code).inc()
         self.latency.labels(method).observe(seconds)
 
+    # -- the admission interceptors and the metrics endpoint (serve.security.RefusalObserver)
+    def auth_failed(self, kind: str) -> None:
+        self.auth_failures.labels(kind).inc()
+
+    def limit_hit(self, limit: str) -> None:
+        self.limit_refusals.labels(limit).inc()
+
     # -- the HTTP endpoint
-    def serve_http(self, host: str, port: int) -> int:
-        """Start the /metrics endpoint in a daemon thread; returns the bound port."""
-        self._http = start_http_server(port, addr=host, registry=self.registry)
-        return int(self._http[0].server_port)
+    def serve_http(self, host: str, port: int, max_connections: int = 8, timeout_s: float = 5.0) -> int:
+        """Start the /metrics endpoint (its accept loop in a daemon thread); returns the bound port.
+
+        Raises OSError when the address cannot be bound.
+        """
+        handler = type("Handler", (_QuietMetricsHandler,), {"registry": self.registry, "timeout": timeout_s})
+        warn = RateLimitedWarning(log, "metrics endpoint connection limit reached: connections closed")
+
+        def refused() -> None:
+            self.limit_hit("metrics_connections")
+            warn.hit(limit="--metrics-max-connections", value=max_connections)
+
+        self._http = BoundedHTTPServer((host, port), handler, max_connections, refused)
+        threading.Thread(target=self._http.serve_forever, name="metrics-http", daemon=True).start()
+        return int(self._http.server_address[1])
 
     def stop_http(self) -> None:
+        """Stop the endpoint: no new connections, open ones are dropped."""
         if self._http is not None:
-            server, thread = self._http
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
+            self._http.shutdown()
+            self._http.server_close()
             self._http = None
+
+
+class _QuietMetricsHandler(MetricsHandler):
+    """prometheus_client's handler without the ``Server:`` header (it named the Python version) and
+    without stderr access logs; ``timeout`` (seconds) closes a connection that stops sending."""
+
+    timeout: float = 5.0
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self.log_request(code)
+        self.send_response_only(code, message)
+        self.send_header("Date", self.date_time_string())
+
+
+class BoundedHTTPServer(socketserver.TCPServer):
+    """A TCP server that handles each connection on one of ``max_connections`` pooled threads.
+
+    A connection arriving while all are busy is closed at once and ``on_refused`` is called (from
+    the accept thread), so neither threads nor file descriptors grow with idle clients.
+    """
+
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int,
+                 on_refused: Callable[[], None]) -> None:
+        self.address_family = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM)[0][0]
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._pool = ThreadPoolExecutor(max_connections, thread_name_prefix="metrics-http")
+        self._on_refused = on_refused
+        super().__init__(address, handler)  # binds; closes the socket (server_close) when that fails
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self._on_refused()
+            self.shutdown_request(request)
+            return
+        self._pool.submit(self._serve, request, client_address)
+
+    def _serve(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:  # a client error must not reach stderr as a traceback
+            log.debug("metrics request failed", exc_info=True, extra={"peer": str(client_address)})
+        finally:
+            self.shutdown_request(request)
+            self._slots.release()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,27 @@ class Settings:
                                             "one (mutual TLS; needs --tls-cert)", kind=Path)
     auth_token_file: Path | None = _opt(None, "file of accepted bearer tokens, one per line ('#' comments); "
                                               "health and reflection stay open", kind=Path)
+    strict_token_file: bool = _opt(False, "refuse to start when --auth-token-file is readable by other users "
+                                          "(otherwise: a warning)")
+    # Resource limits at the edge (docs/security.md): what any one client, with or without a token, can hold.
+    max_calls_in_flight: int = _opt(256, "most RPCs handled at once, counted from the moment a call arrives "
+                                         "(before its message is read); beyond it calls get RESOURCE_EXHAUSTED")
+    max_open_calls_in_flight: int = _opt(32, "of those, most calls to the services open without a token "
+                                             "(health, reflection), so anonymous Watch streams cannot fill the server")
+    max_streams_per_connection: int = _opt(100, "most concurrent HTTP/2 streams (RPCs) on one connection; "
+                                                "further calls wait at the client")
+    max_connections: int = _opt(256, "most client connections at once (further ones are closed on arrival); "
+                                     "lowered to fit the open-file limit")
+    connection_idle_s: float = _opt(60.0, "close a connection that has had no call for this long (clients "
+                                          "reconnect on their next call; 0: never)")
+    connection_max_age_s: float = _opt(3600.0, "ask clients to reconnect after this long (calls in flight get "
+                                               "--connection-age-grace-s more; 0: never)")
+    connection_age_grace_s: float = _opt(300.0, "how long calls may finish on a connection past its maximum age")
+    handshake_timeout_s: float = _opt(10.0, "close a new connection that has not finished its TLS/HTTP/2 "
+                                            "handshake within this time")
+    metrics_max_connections: int = _opt(8, "most connections the metrics endpoint serves at once (further ones "
+                                           "are closed); each one is a worker thread")
+    metrics_timeout_s: float = _opt(5.0, "the metrics endpoint closes a connection idle for this long")
 
     def __post_init__(self) -> None:
         problems = [f"{name} must be >= {low}" for name, low in (
@@ -102,6 +124,10 @@ class Settings:
             ("max_explain_sentences", 1), ("explain_workers", 1), ("max_explain_queue", 1),
             ("port", 0), ("metrics_port", -1), ("max_queue_delay_ms", 0), ("grace_period_s", 0),
             ("repository_poll_s", 0), ("http_port", -1), ("http_read_timeout_s", 0.001),
+            ("max_calls_in_flight", 1), ("max_open_calls_in_flight", 1),
+            ("max_streams_per_connection", 1), ("max_connections", 1), ("connection_idle_s", 0),
+            ("connection_max_age_s", 0), ("connection_age_grace_s", 0), ("handshake_timeout_s", 0.001),
+            ("metrics_max_connections", 1), ("metrics_timeout_s", 0.001),
         ) if getattr(self, name) < low]
         if self.version != "latest" and not (self.version.isdigit() and int(self.version) > 0):
             problems.append(f"version must be a positive integer or 'latest', not {self.version!r}")
@@ -140,6 +166,18 @@ class Settings:
         return "127.0.0.1" if self.tls or self.auth_token_file is not None else self.host
 
     @property
+    def exposed_without_protection(self) -> list[str]:
+        """What listens beyond loopback unguarded: '--host without TLS', '--host without tokens',
+        '--metrics-host' (the metrics page has neither); empty when nothing does."""
+        exposed = []
+        if not is_loopback(self.host):
+            exposed += [f"--host {self.host} without {what}" for what, on in
+                        (("TLS", self.tls), ("token auth", self.auth_token_file is not None)) if not on]
+        if self.metrics_port >= 0 and not is_loopback(self.metrics_bind_host):
+            exposed.append(f"--metrics-host {self.metrics_bind_host} (plain, unauthenticated HTTP)")
+        return exposed
+
+    @property
     def watch_repository(self) -> bool:
         """Whether the server follows new versions in the repository by itself (only when serving 'latest')."""
         return self.version == "latest" and self.repository_poll_s > 0
@@ -152,6 +190,16 @@ class Settings:
     def as_dict(self) -> dict[str, Any]:
         """Plain values, for the start-up log."""
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or 'localhost') is reachable only from this machine."""
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
 
 
 def env_name(field_name: str) -> str:

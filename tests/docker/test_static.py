@@ -162,3 +162,72 @@ def test_every_sentiment_variable_is_a_server_setting():
 ])
 def test_healthcheck_target(healthcheck, environ, expected):
     assert healthcheck.target(environ) == expected
+
+
+# -- supply chain and safe defaults (issue 15)
+
+LOCKED_GROUPS = ("serve", "client", "gpu")
+LOCK_DIR = DOCKER_DIR / "locks"
+
+
+def lock_entries(group: str) -> dict[str, tuple[str, list[str]]]:
+    """name (normalised) -> (version, sha256 hashes) from docker/locks/GROUP.txt."""
+    text = (LOCK_DIR / f"{group}.txt").read_text().replace("\\\n", " ")
+    entries = {}
+    for line in text.splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement, *options = line.split()
+            name, version = requirement.split("==")
+            entries[re.sub(r"[-_.]+", "-", name).lower()] = (version, [o.split(":", 1)[1] for o in options
+                                                                      if o.startswith("--hash=sha256:")])
+    return entries
+
+
+@pytest.mark.parametrize("group", LOCKED_GROUPS)
+def test_locks_pin_every_wheel_by_hash_and_agree_with_pyproject(group: str):
+    entries = lock_entries(group)
+    assert entries and all(re.fullmatch(r"[0-9a-f]{64}", h) for _, hashes in entries.values() for h in hashes)
+    assert all(len(hashes) == 1 for _, hashes in entries.values()), "one reviewed wheel per package"
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = {"serve": extras["serve"], "client": extras["serve"] + extras["client"], "gpu": extras["serve"]}[group]
+    for pin in pins:
+        name, version = pin.split("==")
+        name = re.sub(r"[-_.]+", "-", name.split("[")[0]).lower()
+        if group == "gpu" and name == "onnxruntime":
+            name, version = "onnxruntime-gpu", re.search(r"\"onnxruntime-gpu==([^\"]+)\"",
+                                                         (DOCKER_DIR / "wheelhouse.sh").read_text()).group(1)
+        assert entries.get(name, (None,))[0] == version, f"{group}: {name} is {version} in pyproject.toml"
+
+
+def test_images_install_wheels_only_with_checked_hashes():
+    build = (DOCKER_DIR / "serve.Dockerfile").read_text().split("# ---- runtime ----")[0]
+    install = re.search(r"pip install[^&]*", build.replace("\\\n", " ")).group(0)
+    assert "--require-hashes" in install and "--no-index" in install
+    script = (DOCKER_DIR / "wheelhouse.sh").read_text()
+    assert "--require-hashes" in script and "docker/locks" in script
+
+
+def test_registry_base_images_are_pinned_by_digest():
+    for dockerfile in DOCKERFILES:
+        for default in re.findall(r"^ARG \w*IMAGE=(\S+)$", dockerfile.read_text(), re.MULTILINE):
+            if "/" in default and not default.startswith("imdb-edge/"):  # from a registry, not built here
+                assert re.search(r"@sha256:[0-9a-f]{64}$", default), f"{dockerfile.name}: {default}"
+
+
+def test_the_serving_image_defaults_to_loopback_for_grpc_and_metrics():
+    runtime = (DOCKER_DIR / "serve.Dockerfile").read_text().split("# ---- runtime ----")[1].replace("\\\n", " ")
+    env = dict(re.findall(r"\b(SENTIMENT_[A-Z_]+)=(\S+)", runtime))
+    assert env["SENTIMENT_HOST"] == "127.0.0.1" and env["SENTIMENT_METRICS_HOST"] == "127.0.0.1"
+
+
+def test_compose_wires_tls_tokens_metrics_host_and_a_secrets_mount():
+    services = load(COMPOSE_FILES[0])["services"]
+    server = services["server"]
+    assert any(v.endswith(":/run/secrets:ro") for v in server["volumes"])
+    assert any(v.endswith(":/run/secrets:ro") for v in services["scorer"]["volumes"])
+    env = server["environment"]
+    for name in ("SENTIMENT_TLS_CERT", "SENTIMENT_TLS_KEY", "SENTIMENT_TLS_CLIENT_CA", "SENTIMENT_AUTH_TOKEN_FILE",
+                 "HEALTHCHECK_TLS_CA", "HEALTHCHECK_TLS_CERT", "HEALTHCHECK_TLS_KEY"):
+        assert env[name] == f"${{{name}:-}}", name  # wired, off unless set
+    assert env["SENTIMENT_METRICS_HOST"] == "${SENTIMENT_METRICS_HOST:-127.0.0.1}"
+    assert "/secrets/" in (REPO_ROOT / ".gitignore").read_text().splitlines()

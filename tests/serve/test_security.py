@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import pickle
 import re
 import socket
@@ -38,6 +39,7 @@ from serve.ops.settings import Settings, load_settings
 from serve.server import create_server
 from tests.client.helpers import read_rows, write_rows
 from tests.conftest import REPO_ROOT
+from tests.docker.conftest import DOCKER_DIR
 from tests.fixtures.certs import Pki, make_pki
 from tests.fixtures.server_thread import ServerThread, make_settings
 from tests.serve.test_process import ServeProcess, env
@@ -414,3 +416,52 @@ def test_client_security_options_are_checked(pki: Pki) -> None:
     with pytest.raises(ValueError, match="cannot read the CA certificate"):
         SentimentClient("127.0.0.1:1", security=Security(ca_file=pki.ca.parent / "missing.pem"))
     assert Security(tls=True).channel_credentials() is not None and Security().channel_credentials() is None
+
+
+# -- docker/healthcheck.py, run as the image runs it: a subprocess with the server's SENTIMENT_* settings
+
+
+def healthcheck_run(port: int, **environ: str | Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTIMENT_", "HEALTHCHECK_"))}
+    env.update(PYTHONPATH=str(REPO_ROOT), SENTIMENT_PORT=str(port), HEALTHCHECK_TIMEOUT_S="5",
+               **{k: str(v) for k, v in environ.items()})
+    return subprocess.run([sys.executable, str(DOCKER_DIR / "healthcheck.py")], env=env, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_container_healthcheck_on_a_plaintext_server(server: ServerThread) -> None:
+    done = healthcheck_run(server.port)
+    assert (done.returncode, done.stdout.strip()) == (0, f"127.0.0.1:{server.port}: SERVING")
+
+
+def test_container_healthcheck_speaks_tls_to_a_tls_server(guarded: ServerThread, pki: Pki) -> None:
+    server_tls = {"SENTIMENT_TLS_CERT": pki.server.cert, "SENTIMENT_TLS_KEY": pki.server.key}
+    done = healthcheck_run(guarded.port, **server_tls, HEALTHCHECK_TLS_CA=pki.ca)
+    assert done.returncode == 0 and done.stdout.strip().endswith("SERVING"), done.stderr
+    done = healthcheck_run(guarded.port, **server_tls, HEALTHCHECK_TLS_CA=pki.ca,
+                           HEALTHCHECK_TLS_SERVER_NAME="localhost")
+    assert done.returncode == 0, done.stderr
+    # A CA that did not sign the server's certificate: unhealthy, never a silent pass.
+    done = healthcheck_run(guarded.port, **server_tls, HEALTHCHECK_TLS_CA=pki.untrusted_ca)
+    assert done.returncode == 1 and "UNAVAILABLE" in done.stderr
+    # Without the TLS settings the check speaks plaintext and fails against a TLS port.
+    assert healthcheck_run(guarded.port).returncode == 1
+
+
+def test_container_healthcheck_presents_a_client_certificate_under_mutual_tls(mutual: ServerThread, pki: Pki) -> None:
+    server_tls = {"SENTIMENT_TLS_CERT": pki.server.cert, "SENTIMENT_TLS_KEY": pki.server.key,
+                  "SENTIMENT_TLS_CLIENT_CA": pki.ca, "HEALTHCHECK_TLS_CA": pki.ca}
+    done = healthcheck_run(mutual.port, **server_tls, HEALTHCHECK_TLS_CERT=pki.client.cert,
+                 HEALTHCHECK_TLS_KEY=pki.client.key)
+    assert done.returncode == 0 and done.stdout.strip().endswith("SERVING"), done.stderr
+    done = healthcheck_run(mutual.port, **server_tls)
+    assert done.returncode == 1 and "HEALTHCHECK_TLS_CERT and HEALTHCHECK_TLS_KEY" in done.stderr
+    done = healthcheck_run(mutual.port, **server_tls, HEALTHCHECK_TLS_CERT=pki.untrusted_client.cert,
+                 HEALTHCHECK_TLS_KEY=pki.untrusted_client.key)
+    assert done.returncode == 1
+
+
+def test_container_healthcheck_reports_an_unreadable_file(guarded: ServerThread, pki: Pki, tmp_path: Path) -> None:
+    done = healthcheck_run(guarded.port, SENTIMENT_TLS_CERT=pki.server.cert,
+                           HEALTHCHECK_TLS_CA=tmp_path / "missing.pem")
+    assert done.returncode == 1 and "HEALTHCHECK_TLS_CA" in done.stderr and "cannot read it" in done.stderr
