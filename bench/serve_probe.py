@@ -42,6 +42,18 @@ def scrape(metrics_port: int) -> dict[str, float]:
     return values
 
 
+def step_figures(m: dict[str, float]) -> dict[str, float]:
+    """What the steps path did, from its metrics (empty on the whole path)."""
+    steps = m.get("sentiment_steps_total", 0.0)
+    if not steps:
+        return {}
+    return {"rows_per_step": m["sentiment_step_rows_sum"] / steps,
+            "step_tokens_mean": m["sentiment_step_tokens_sum"] / steps,
+            "joins_per_step": m["sentiment_step_joins_sum"] / steps,
+            "padding_share": m['sentiment_tokens_total{kind="padding"}'] / m["sentiment_tokens_total"],
+            "model_ms_per_text": 1000 * m["sentiment_compute_seconds_sum"] / m["sentiment_texts_total"]}
+
+
 async def bulk_client(port: int, texts: list[str], size: int, stop: asyncio.Event) -> dict[str, float]:
     """PredictBatch of ``size`` texts back to back until ``stop``; texts/s and requests done."""
     import grpc
@@ -94,6 +106,10 @@ def main() -> None:
         proc.terminate()
         proc.wait(30)
     scored = m["sentiment_texts_total"]  # warm-up included, like the server-side figures below
+    if m.get("sentiment_steps_total"):  # --batching steps: no batches, steps
+        row["server_side"] = step_figures(m)
+        print(json.dumps(row, indent=1))
+        return
     padding = m['sentiment_tokens_total{kind="padding"}']
     row["server_side"] = {
         "texts_per_batch": scored / m["sentiment_batch_texts_count"],

@@ -26,21 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.machine import machine, write_results  # noqa: E402
 from bench.serve_bench import add_server_options, cpu_seconds, drive, load_texts, start_server  # noqa: E402
-from bench.serve_probe import scrape  # noqa: E402
+from bench.serve_probe import scrape, step_figures  # noqa: E402
 
 MODES = ("whole", "steps")
-
-
-def step_figures(m: dict[str, float]) -> dict[str, float]:
-    """What the steps path did, from its metrics (all zero on the whole path)."""
-    steps = m.get("sentiment_steps_total", 0.0)
-    if not steps:
-        return {}
-    return {"rows_per_step": m["sentiment_step_rows_sum"] / steps,
-            "step_tokens_mean": m["sentiment_step_tokens_sum"] / steps,
-            "joins_per_step": m["sentiment_step_joins_sum"] / steps,
-            "padding_share": m['sentiment_tokens_total{kind="padding"}'] / m["sentiment_tokens_total"],
-            "model_ms_per_text": 1000 * m["sentiment_compute_seconds_sum"] / m["sentiment_texts_total"]}
 
 
 def one_server(args: argparse.Namespace, mode: str, texts: list[str]) -> dict[str, dict[str, Any]]:

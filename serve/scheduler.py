@@ -7,11 +7,12 @@ each iteration is one step:
 
 1. Rows of requests that were cancelled, failed or whose deadline passed leave the active set
    (a client that gives up frees its rows at the next step boundary, its queued texts at once).
-2. Free places in the active set (``max_active_rows``) are filled from the queue: each new
-   request first gets one place, oldest first, before any request gets a second one (round
-   robin), so a bulk request or a batch of very long reviews cannot make a short single
-   request wait for them, only for the current step. Admitted texts are tokenized together
-   (``encode``) and join with the model's initial state.
+2. Free places in the active set (``max_active_rows``) are filled from the queue in round
+   robin: each waiting request in turn (newcomers join the end of the ring) gets one place
+   for one of its texts, and one request holds at most :attr:`StepPolicy.rows_per_request` places, so a
+   bulk request or a batch of very long reviews cannot make a short single request wait for
+   them, only for the current step (or, with every place taken, for the first row to end).
+   Admitted texts are tokenized together (``encode``) and join with the model's initial state.
 3. The step size ``K`` is chosen (:class:`StepPolicy`), every active row reads up to ``K``
    more tokens in one call of ``model.step``, rows that reach their end get their answer from
    ``model.head`` and leave; a request is answered when its last text is.
@@ -161,8 +162,8 @@ class StepScheduler(Generic[T]):
         self._clock = clock  # time.monotonic, or a test's clock
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
-        self._fresh: collections.deque[_Request[T]] = collections.deque()  # no item admitted yet
-        self._partial: collections.deque[_Request[T]] = collections.deque()  # some admitted, more waiting
+        # Requests with texts waiting for a place, in round-robin order: one text per turn.
+        self._ring: collections.deque[_Request[T]] = collections.deque()
         self._queued_units = 0
         self._rows: list[_Row] = []  # the active set, aligned with self._state's rows
         self._state: State = model.initial_state(0)
@@ -204,7 +205,7 @@ class StepScheduler(Generic[T]):
                 self._loop = loop
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._fresh.append(request)
+            self._ring.append(request)
             self._queued_units += len(items)
             self._report_depth()
             self._wake.notify()
@@ -237,14 +238,12 @@ class StepScheduler(Generic[T]):
 
     def _unqueue(self, request: _Request[T]) -> None:
         """Under the lock: take ``request`` out of the queue, returning its unadmitted texts' units."""
-        for queue in (self._fresh, self._partial):
-            try:
-                queue.remove(request)
-            except ValueError:
-                continue
-            self._queued_units -= len(request.items) - request.admitted
-            self._report_depth()
+        try:
+            self._ring.remove(request)
+        except ValueError:  # not waiting (all its texts admitted already)
             return
+        self._queued_units -= len(request.items) - request.admitted
+        self._report_depth()
 
     def _report_depth(self) -> None:
         if self._observer is not None:
@@ -254,16 +253,16 @@ class StepScheduler(Generic[T]):
     def _run(self) -> None:
         while True:
             with self._lock:
-                self._wake.wait_for(lambda: self._rows or self._fresh or self._partial or self._closed)
+                self._wake.wait_for(lambda: self._rows or self._ring or self._closed)
                 if self._closed and not self._drain:
                     self._refuse_queued()
-                if self._closed and not (self._rows or self._fresh or self._partial):
+                if self._closed and not (self._rows or self._ring):
                     return
             answers: list[tuple[_Request[T], np.ndarray | BaseException]] = []
             self._drop_closed_rows(answers)  # first, so that their places go to the queue now
             with self._lock:
                 admitted, queue_seconds = self._admit(self._policy.max_active_rows - len(self._rows), answers)
-                others_waiting = bool(self._fresh or self._partial)
+                others_waiting = bool(self._ring)
             self._join(admitted, answers)
             if self._rows:
                 self._step(others_waiting, len(admitted), queue_seconds, answers)
@@ -272,7 +271,7 @@ class StepScheduler(Generic[T]):
 
     def _admit(self, free: int, answers: list[tuple[_Request[T], np.ndarray | BaseException]]
                ) -> tuple[list[tuple[_Request[T], int]], tuple[float, ...]]:
-        """Under the lock: up to ``free`` (request, item index) pairs, one per new request first, then round robin.
+        """Under the lock: up to ``free`` (request, item index) pairs, one text per request per turn (round robin).
 
         Requests met whose deadline has passed are closed, with their error added to ``answers``.
         """
@@ -299,29 +298,26 @@ class StepScheduler(Generic[T]):
             self._queued_units -= 1
             free -= 1
             if request.admitted < len(request.items):
-                self._partial.append(request)
+                self._ring.append(request)
         if chosen:
             self._report_depth()
         return chosen, tuple(waits)
 
     def _next_candidate(self, cap: int) -> _Request[T] | None:
-        """Under the lock: the oldest new request, else the next (round robin) one holding fewer than ``cap`` rows."""
-        if self._fresh:
-            return self._fresh.popleft()
-        for _ in range(len(self._partial)):
-            request = self._partial.popleft()
+        """Under the lock: the next request in turn that holds fewer than ``cap`` rows (taken off the ring)."""
+        for _ in range(len(self._ring)):
+            request = self._ring.popleft()
             if request.admitted - request.answered < cap or request.closed:
                 return request
-            self._partial.append(request)
+            self._ring.append(request)
         return None
 
     def _refuse_queued(self) -> None:
         """Under the lock, closing without drain: requests with queued texts fail now."""
-        refused = [r for r in (*self._fresh, *self._partial) if not r.closed]
-        if not (self._fresh or self._partial):
+        refused = [r for r in self._ring if not r.closed]
+        if not self._ring:
             return
-        self._fresh.clear()
-        self._partial.clear()
+        self._ring.clear()
         self._queued_units = 0
         self._report_depth()
         for request in refused:

@@ -149,6 +149,23 @@ class StepRunner:
                 out[ending] = self.head({k: v[ending] for k, v in state.items()}, lengths[ending])
         return out
 
+    def running(self, sequence: Sequence[int], ends: Sequence[int]) -> np.ndarray:
+        """P(positive) of ``sequence`` read up to each of ``ends`` (increasing, 1..len): float32 [len(ends)].
+
+        The answer the model would give had the text ended there, from the state carried to that
+        point (one step per span, never re-reading a prefix). Raises ``ValueError`` for ends that
+        are not increasing within 1..len(sequence).
+        """
+        bounds = [0, *ends]
+        if any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)) or (ends and ends[-1] > len(sequence)):
+            raise ValueError(f"ends must increase within 1..{len(sequence)}, got {list(ends)}")
+        state = self.initial_state(1)
+        out = np.empty(len(ends), dtype=np.float32)
+        for i, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
+            state = self.step(np.asarray([sequence[start:end]], dtype=np.int64), np.array([end - start]), state)
+            out[i] = self.head(state, np.array([end], dtype=np.int64))[0]
+        return out
+
 
 def open_step_runner(model: ModelVersion, options: ort.SessionOptions | None = None,
                      providers: list[Any] | None = None) -> StepRunner | None:

@@ -120,3 +120,15 @@ def test_refuses_an_lstm_the_step_graph_cannot_express() -> None:
     model = SentimentLSTM(ModelConfig(vocab_size=VOCAB, embedding_dim=4, hidden_size=4, num_layers=2))
     with pytest.raises(ValueError, match="one-layer unidirectional"):
         onnx_lstm_weights(model.lstm)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sequence=st.lists(st.integers(1, VOCAB - 1), min_size=1, max_size=90), data=st.data())
+def test_running_probability_after_each_span_is_the_prefix_answer(graphs, sequence, data) -> None:
+    """What Explain (issue 19) reads: the state carried to each boundary, never a re-read prefix."""
+    _, whole_session, runner, _ = graphs
+    ends = sorted(data.draw(st.sets(st.integers(1, len(sequence)), min_size=1, max_size=8)))
+    expected = [whole(whole_session, [sequence[:end]])[0] for end in ends]
+    np.testing.assert_allclose(runner.running(sequence, ends), expected, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="ends must increase"):
+        runner.running(sequence, [*ends, ends[-1]])

@@ -191,6 +191,23 @@ def test_a_single_request_is_not_held_up_by_a_bulk_request_or_long_reviews() -> 
     assert sorted(model.firsts[1]) == [1, 7, 7, 7] and max(model.steps[1]) <= 8
 
 
+def test_waiting_requests_take_turns_so_a_multi_text_request_is_not_starved_by_new_arrivals() -> None:
+    async def main():
+        model = SumModel(gated=True)
+        scheduler = make(model, max_active_rows=1)
+        multi = asyncio.ensure_future(scheduler.submit([[50, 50], [51, 51], [52, 52]]))
+        await model.entered(1)
+        singles = [asyncio.ensure_future(scheduler.submit([[tag, tag]])) for tag in (1, 2, 3, 4)]
+        await asyncio.sleep(0)
+        model.allow(100)
+        await asyncio.gather(multi, *singles)
+        await scheduler.close()
+        return model
+
+    model = run(main())
+    assert [firsts[0] for firsts in model.firsts] == [50, 51, 1, 2, 3, 4, 52]
+
+
 def test_a_failing_step_fails_the_requests_in_it_and_the_scheduler_goes_on() -> None:
     async def main():
         scheduler = make(SumModel(fail_on=13), max_active_rows=8)
