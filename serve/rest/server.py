@@ -40,6 +40,7 @@ from serve.engine.core import InferenceCore
 from serve.grpc.kserve_servicer import KServeServicer
 from serve.ops.edge import status_for
 from serve.ops.errors import ConfigurationError, InvalidInput, ModelNotReady, ServingError
+from serve.ops.logs import RateLimitedWarning
 from serve.ops.metrics import Metrics
 from serve.ops.security import TokenChecker, read_tokens
 from serve.ops.settings import Settings
@@ -114,6 +115,7 @@ class RestApi:
         self.core = core
         self.kserve = kserve
         self.metrics = metrics
+        self._auth_warning = RateLimitedWarning(log, "authentication failed", 60.0)
         self.tokens = tokens
         self.draining = False  # set at shutdown: readiness says false before the port closes
 
@@ -156,8 +158,12 @@ class RestApi:
     def _check_token(self, request: web.Request) -> None:
         if self.tokens is None or request.path in OPEN_PATHS:
             return
-        reason = self.tokens.refusal([(key.lower(), value) for key, value in request.headers.items()])
-        if reason is not None:
+        refused = self.tokens.check([(key.lower(), value) for key, value in request.headers.items()])
+        if refused is not None:
+            kind, reason = refused  # counted and logged as the gRPC port's failures are
+            if self.metrics is not None:
+                self.metrics.auth_failed(kind)
+            self._auth_warning.hit(peer=request.remote, method=f"{request.method} {request.path}", reason=kind)
             raise web.HTTPUnauthorized(text=reason.replace("metadata", "header"),
                                        headers={hdrs.WWW_AUTHENTICATE: "Bearer"})
 

@@ -88,6 +88,8 @@ def test_refusals_are_counted_and_tokens_stay_out_of_metrics(guarded: ServerThre
     page = urllib.request.urlopen(f"http://127.0.0.1:{guarded.server.metrics_port}/metrics",
                                   timeout=TIMEOUT).read().decode()
     assert re.search(r'sentiment_requests_total\{code="401",method="POST /v1/predict"\} [1-9]', page), page
+    # The same failure counter as the gRPC port's, by kind (invalid: a token that is not one of ours).
+    assert re.search(r'sentiment_auth_failures_total\{kind="invalid"\} [1-9]', page), page
     for secret in (TOKEN, OTHER_TOKEN, WRONG_TOKEN):
         assert secret not in page
 
