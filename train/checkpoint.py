@@ -57,7 +57,11 @@ def load_pretrained(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no pretraining checkpoint at {path}; run `python -m train pretrain` first")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zipfile and runtime errors for a foreign file
+        raise ValueError(f"{path} is not a {PRETRAINED_FORMAT} checkpoint ({type(exc).__name__}); "
+                         "--pretrained wants the last.pt of a `python -m train pretrain` run") from exc
     if not isinstance(payload, dict) or payload.get("format") != PRETRAINED_FORMAT:
         raise ValueError(f"{path} is not a {PRETRAINED_FORMAT} checkpoint (format={payload.get('format')!r}); "
                          "--pretrained wants the last.pt of a `python -m train pretrain` run")

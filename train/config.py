@@ -55,7 +55,7 @@ PRESETS: dict[str, TrainConfig] = {
 PRESETS["v2"] = replace(PRESETS["full"], pooling="streaming", dropout=0.3, learning_rate=2e-3,
                         lr_decay_per_layer=2.6, unfreeze_every_steps=150, warmup_steps=100, max_epochs=4)
 PRESETS["v2-smoke"] = replace(PRESETS["smoke"], pooling="streaming", lr_decay_per_layer=2.6,
-                              unfreeze_every_steps=20, max_epochs=2)
+                              unfreeze_every_steps=20)
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ class PretrainConfig:
     num_layers: int = 1
     dropout: float = 0.1
     max_tokens: int = 400  # each review's first max_tokens ids (the classifier reads at most 400 too)
-    bptt: int = 100  # truncated back-propagation through time: steps per optimizer update
-    batch_size: int = 32  # reviews read side by side; state carries across a review's bptt windows
+    bptt: int = 70  # truncated back-propagation through time: steps per optimizer update
+    batch_size: int = 64  # reviews read side by side; state carries across a review's bptt windows
     learning_rate: float = 3e-3
     weight_decay: float = 0.01
     warmup_steps: int = 200
@@ -94,9 +94,10 @@ class PretrainConfig:
 
 PRETRAIN_PRESETS: dict[str, PretrainConfig] = {
     "full": PretrainConfig(),
-    "smoke": PretrainConfig(vocab_size=6000, embedding_dim=64, hidden_size=96, max_tokens=160, bptt=40,
+    # Sizes match the v2-smoke fine-tuning preset (and v1's smoke preset).
+    "smoke": PretrainConfig(vocab_size=6000, embedding_dim=64, hidden_size=96, max_tokens=128, bptt=64,
                             batch_size=32, warmup_steps=10, cutoffs=(1000, 3000), val_reviews=200,
-                            eval_every_steps=40, train_limit=1500, unsup_limit=1500),
+                            eval_every_steps=20, train_limit=1000, unsup_limit=1000),
 }
 
 

@@ -49,6 +49,10 @@ class LanguageModel(nn.Module):
 
     def __init__(self, config: ModelConfig, cutoffs: tuple[int, ...], rank_of_id: torch.Tensor) -> None:
         super().__init__()
+        if config.hidden_size // 4 ** len(cutoffs) < 1 or list(cutoffs) != sorted(set(cutoffs)) \
+                or cutoffs[-1] >= config.vocab_size:
+            raise ValueError(f"adaptive softmax cutoffs {cutoffs} do not fit vocabulary {config.vocab_size} and "
+                             f"hidden size {config.hidden_size} (each tail cluster divides the size by 4)")
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_id)
         self.embedding_dropout = nn.Dropout(config.dropout)
@@ -178,7 +182,7 @@ class Pretrainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            total, count = total + float(loss_sum), count + n
+            total, count = total + loss_sum.item(), count + n
         return total, count
 
     @torch.no_grad()
@@ -191,7 +195,7 @@ class Pretrainer:
             ids, lens = ids.to(self.device), lens.to(self.device)
             valid = torch.arange(ids.shape[1] - 1, device=self.device).unsqueeze(0) < (lens - 1).unsqueeze(1)
             loss_sum, n, _ = self.model(ids[:, :-1], ids[:, 1:], valid, None)
-            total, count = total + float(loss_sum), count + n
+            total, count = total + loss_sum.item(), count + n
         return math.exp(total / max(count, 1))
 
     def record(self, train_nll: float, train_count: int) -> None:

@@ -194,17 +194,24 @@ def _negation(rng: random.Random) -> list[dict]:
     return items
 
 
+def _one_sentence_text(label: int, rng: random.Random) -> str:
+    adjective, second = rng.sample(ADJECTIVES[label], 2)
+    article = "an" if adjective[0] in "aeiou" else "a"
+    template = (rng.choice(ONE_SENTENCE[label]).replace("{a_adj}", f"{article} {adjective}")
+                .replace("{A_adj}", f"{article.title()} {adjective}"))
+    return _fill(template.replace("{adj}", adjective).replace("{adj2}", second)
+                 .replace("{adv}", rng.choice(ADVERBS)).replace("{verb}", rng.choice(VERBS[label])), rng)
+
+
 def _one_sentence(rng: random.Random) -> list[dict]:
-    items = []
+    items, seen = [], set()
     for i in range(PER_SET):
         label = i % 2
-        adjective, second = rng.sample(ADJECTIVES[label], 2)
-        template = rng.choice(ONE_SENTENCE[label])
-        article = "an" if adjective[0] in "aeiou" else "a"
-        template = (template.replace("{a_adj}", f"{article} {adjective}")
-                    .replace("{A_adj}", f"{article.title()} {adjective}"))
-        text = _fill(template.replace("{adj}", adjective).replace("{adj2}", second)
-                     .replace("{adv}", rng.choice(ADVERBS)).replace("{verb}", rng.choice(VERBS[label])), rng)
+        for _ in range(100):  # draw again (bounded) rather than repeat a text
+            text = _one_sentence_text(label, rng)
+            if text not in seen:
+                break
+        seen.add(text)
         items.append({"set": "one_sentence", "id": i, "label": label, "text": text})
     return items
 
