@@ -128,8 +128,7 @@ def export_version(options: ExportOptions) -> Path:
                 "truncation": "head+tail: first head_tokens and last max_tokens-head_tokens ids",
                 "empty": "a text with no token after cleaning is scored as [unk_id]",
             },
-            "model": {"architecture": "embedding -> LSTM (unidirectional) -> masked max+mean pooling "
-                                      "+ mean embedding -> linear -> sigmoid",
+            "model": {"architecture": model.architecture,
                       "config": payload["model_config"], "opset": OPSET,
                       "fp32_ops": sorted({n.op_type for n in onnx.load(str(fp32_path)).graph.node}),
                       "int8_ops": int8_ops},

@@ -116,3 +116,13 @@ def test_frequency_ranks_put_frequent_ids_first():
     ranks = frequency_ranks([[3, 3, 3, 1], [1, 2]], vocab_size=5)
     assert ranks.tolist() == [3, 1, 2, 0, 4]  # id 3 (x3) rank 0, id 1 (x2) rank 1, then ids 2, 0, 4
     assert json.dumps(sorted(ranks.tolist())) == json.dumps(list(range(5)))
+
+
+def test_cli_pretrain_explains_a_labelled_only_archive(tiny_archive, tmp_path, capsys):
+    from train.__main__ import main
+
+    with pytest.raises(SystemExit, match="full archive aclImdb_v1.tar.gz"):
+        main(["pretrain", "--data", str(tiny_archive), "--out", str(tmp_path), "--preset", "smoke", "--threads", "1"])
+    with pytest.raises(SystemExit, match="no pretraining checkpoint"):
+        main(["--data", str(tiny_archive), "--out", str(tmp_path / "ft"), "--preset", "v2-smoke",
+              "--pretrained", str(tmp_path / "missing.pt"), "--threads", "1"])
