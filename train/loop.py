@@ -118,6 +118,7 @@ class Trainer:
         self.best_val_accuracy = -1.0
         self.stale_epochs = 0
         self.elapsed = 0.0  # training wall time, carried across resumes
+        self.partial_fraction = 1.0  # share of the last epoch trained (< 1: stopped by the time budget)
 
     # --- checkpoints -------------------------------------------------------------------
     def _extra(self) -> dict[str, Any]:
@@ -172,14 +173,28 @@ class Trainer:
         return loss, logits
 
     def train_epoch(self, epoch: int) -> tuple[float, float]:
-        """One pass over the training data; returns (mean loss, accuracy)."""
+        """One pass over the training data; returns (mean loss, accuracy).
+
+        Stops early (setting ``self.partial_fraction`` < 1) when finishing the batch after next
+        and the validation pass (estimated as 6% of an epoch) would overrun the time budget.
+        """
         config = self.config
+        started, budget_s = time.perf_counter(), config.time_budget_minutes * 60
+        self.partial_fraction = 1.0
         torch.manual_seed(config.seed * 1000 + epoch)  # dropout masks reproducible per epoch
         self.model.train()
         batches = length_grouped_batches(self.train_data.lengths, config.batch_size, config.seed * 1000 + epoch)
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.max_epochs}", unit="batch", leave=False)
-        for batch in bar:
+        for done, batch in enumerate(bar):
+            if done:
+                spent = time.perf_counter() - started
+                epoch_estimate = spent / done * len(batches)
+                if self.elapsed + spent + spent / done + 0.06 * epoch_estimate > budget_s:
+                    self.partial_fraction = done / len(batches)
+                    tqdm.write(f"stopping epoch {epoch} after {done}/{len(batches)} batches: the "
+                               f"{config.time_budget_minutes} min budget would overrun")
+                    break
             ids, lengths = pad_batch([self.train_data.ids[i] for i in batch])
             labels = torch.from_numpy(self.train_data.labels[batch]).float().to(self.device)
             self.unfreeze(self.scheduler.last_epoch)  # LambdaLR's last_epoch counts optimizer steps
@@ -215,6 +230,7 @@ class Trainer:
                 "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
                 "val_loss": bce(val_probs, self.val_data.labels), "val_accuracy": val_accuracy,
                 "learning_rate": self.scheduler.get_last_lr()[0], "elapsed_s": self.elapsed,
+                **({"completed_fraction": self.partial_fraction} if self.partial_fraction < 1 else {}),
             })
             improved = val_accuracy > self.best_val_accuracy
             if improved:
@@ -226,3 +242,5 @@ class Trainer:
             tqdm.write(f"epoch {epoch}: train loss {train_loss:.4f} acc {train_accuracy:.4f} | "
                        f"val loss {self.history[-1]['val_loss']:.4f} acc {val_accuracy:.4f}"
                        f"{' (best)' if improved else ''} | {self.elapsed / 60:.1f} min")
+            if self.partial_fraction < 1:
+                break

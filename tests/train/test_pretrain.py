@@ -126,3 +126,10 @@ def test_cli_pretrain_explains_a_labelled_only_archive(tiny_archive, tmp_path, c
     with pytest.raises(SystemExit, match="no pretraining checkpoint"):
         main(["--data", str(tiny_archive), "--out", str(tmp_path / "ft"), "--preset", "v2-smoke",
               "--pretrained", str(tmp_path / "missing.pt"), "--threads", "1"])
+
+
+def test_fine_tuning_time_budget_stops_inside_an_epoch_and_keeps_a_model(tiny_full_archive, tmp_path):
+    config = replace(TINY, time_budget_minutes=1e-9, max_epochs=3, adversarial_epsilon=0.0)
+    metrics = run_training(tiny_full_archive, tmp_path, config, torch.device("cpu"), resume=False)
+    assert len(metrics["history"]) == 1 and 0 < metrics["history"][0]["completed_fraction"] < 1
+    assert (tmp_path / "best.pt").exists() and "accuracy" in metrics["validation"]
