@@ -42,6 +42,8 @@ def train_parser() -> argparse.ArgumentParser:
                         help="minutes; stop before an epoch would overrun this")
     parser.add_argument("--tokenizer", type=Path, help="reuse this tokenizer.json instead of training one")
     parser.add_argument("--train-limit", type=int, help="use a stratified subset of N training reviews")
+    parser.add_argument("--test-limit", type=int,
+                        help="evaluate the final model on a stratified subset of N test reviews (0: all)")
     parser.add_argument("--lr-decay-per-layer", type=float,
                         help="discriminative learning rates: each lower layer group gets lr / this (1: one lr)")
     parser.add_argument("--unfreeze-every-steps", type=int,
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         config = preset(args.preset, seed=args.seed, max_epochs=args.max_epochs, threads=args.threads,
                         time_budget_minutes=args.time_budget_minutes, train_limit=args.train_limit,
                         lr_decay_per_layer=args.lr_decay_per_layer, unfreeze_every_steps=args.unfreeze_every_steps,
-                        adversarial_epsilon=args.adversarial_epsilon)
+                        adversarial_epsilon=args.adversarial_epsilon, test_limit=args.test_limit)
         print(f"configuration: {config}")
         metrics = run_training(Path(args.data), args.out, config, _device(args.device), args.resume,
                                args.tokenizer, args.pretrained)
