@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 SERVE_VENV ?= .venv-serve
-IMDB_DATA ?= $(abspath ../shared/data/aclImdb_v1-labeled.tar.gz)
+IMDB_DATA ?= $(abspath ../shared/data/aclImdb_v1.tar.gz)
 export IMDB_DATA
 # Two processes each spinning 2 OpenMP threads slow each other down badly on 2 cores.
 export OMP_WAIT_POLICY ?= PASSIVE

@@ -24,6 +24,7 @@ from runtime.repository import PRECISION_FILES, TOKENIZER_FILE, load_version
 from runtime.repository_writer import next_version, publish, staging_dir
 from train.checkpoint import load_checkpoint, restore_model
 from train.data import read_reviews, stratified_subset
+from train.model import SentimentLSTM
 from train.tokenizer import UNK_TOKEN
 
 PARITY_TOLERANCE = 1e-4  # export refuses a graph further than this from PyTorch (tests demand 1e-5)
@@ -45,6 +46,26 @@ class ExportOptions:
     threads: int
     max_batch_size: int
 
+
+
+def step_section(model: SentimentLSTM, staging: Path, pad_id: int, max_tokens: int) -> dict[str, Any] | None:
+    """Write the step graph and head beside model.onnx and return metadata's ``steps`` section,
+    or None (printed) for a model the step graph cannot express: that version serves the
+    whole-sequence path only (docs/model-repository.md, 'steps').
+
+    Raises ``RuntimeError`` when steps and the whole graph disagree beyond the tolerance.
+    """
+    try:
+        steps = export_step_graphs(model, staging)
+    except ValueError as exc:
+        print(f"no step graph for this version ({exc}): it serves the whole-sequence path only")
+        return None
+    steps["parity"] = step_parity(staging, steps, pad_id, model.config.vocab_size, max_tokens)
+    step_gap = steps["parity"]["max_abs_diff_vs_whole"]
+    if step_gap > STEP_PARITY_TOLERANCE:
+        raise RuntimeError(f"the step graph and model.onnx disagree by {step_gap:.2e} on P(positive)"
+                           f" (tolerance {STEP_PARITY_TOLERANCE}); refusing to publish this version")
+    return steps
 
 def source_commit() -> str:
     """The git commit of the code doing the export ('-dirty' when uncommitted changes exist)."""
@@ -117,14 +138,7 @@ def export_version(options: ExportOptions) -> Path:
         int8_ops = quantize_int8(fp32_path, staging / PRECISION_FILES["int8"])
         tokenizer.save(str(staging / TOKENIZER_FILE))
         pad_id = model.config.pad_id
-        # Step-level batching (docs/model-repository.md, 'steps'): same weights, read in steps.
-        steps = export_step_graphs(model, staging)
-        steps["parity"] = step_parity(staging, steps, pad_id, model.config.vocab_size,
-                                      payload["preprocessing"]["max_tokens"])
-        step_gap = steps["parity"]["max_abs_diff_vs_whole"]
-        if step_gap > STEP_PARITY_TOLERANCE:
-            raise RuntimeError(f"the step graph and model.onnx disagree by {step_gap:.2e} on P(positive)"
-                               f" (tolerance {STEP_PARITY_TOLERANCE}); refusing to publish this version")
+        steps = step_section(model, staging, pad_id, payload["preprocessing"]["max_tokens"])
         metadata: dict[str, Any] = {
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "labels": ["negative", "positive"], "threshold": 0.5,
@@ -134,16 +148,18 @@ def export_version(options: ExportOptions) -> Path:
             "precisions": PRECISION_FILES,
             "preprocessing": {
                 "tokenizer": TOKENIZER_FILE,
-                "cleaning": "tokenizer.json normalizer: <br /> and short HTML tags -> space, NFKC, lower case",
+                "cleaning": "runtime.preprocessing.clean_text (invisible, format and control characters "
+                            "removed), then the tokenizer.json normalizer: <br /> and short HTML tags -> space, "
+                            "NFKC, lower case",
                 "truncation": "head+tail: first head_tokens and last max_tokens-head_tokens ids",
-                "empty": "a text with no token after cleaning is scored as [unk_id]",
+                "empty": "a text with nothing to read after cleaning is refused (INVALID_ARGUMENT; a bad row "
+                         "in scored files)",
             },
-            "model": {"architecture": "embedding -> LSTM (unidirectional) -> masked max+mean pooling "
-                                      "+ mean embedding -> linear -> sigmoid",
+            "model": {"architecture": model.architecture,
                       "config": payload["model_config"], "opset": OPSET,
                       "fp32_ops": sorted({n.op_type for n in onnx.load(str(fp32_path)).graph.node}),
                       "int8_ops": int8_ops},
-            "steps": steps,
+            **({"steps": steps} if steps is not None else {}),
             "training": training_summary(options.checkpoint, payload),
             "evaluation": (evaluate(staging, model, tokenizer, payload, options, pad_id) if options.data
                            else {"skipped": "no --data given"}),

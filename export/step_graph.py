@@ -152,8 +152,12 @@ def _checked(graph: onnx.GraphProto) -> onnx.ModelProto:
 def export_step_graphs(model: SentimentLSTM, folder: Path) -> dict[str, Any]:
     """Write ``step.onnx`` and ``head.onnx`` of ``model`` into ``folder``; returns metadata.json's ``steps`` section.
 
-    Raises ``ValueError`` for an LSTM the step graph cannot express (several layers, bidirectional).
+    Raises ``ValueError`` for an LSTM the step graph cannot express (several layers, bidirectional)
+    or a pooling it does not carry (only v1's ``max_mean``: running max, sums and count).
     """
+    pooling = getattr(model.config, "pooling", "max_mean")
+    if pooling != "max_mean":
+        raise ValueError(f"the step graph carries max_mean pooling only, not {pooling!r}")
     onnx.save(step_graph(model), str(folder / STEP_FILE))
     onnx.save(head_graph(model), str(folder / HEAD_FILE))
     return {"step_graph": STEP_FILE, "head_graph": HEAD_FILE, "precision": "fp32", "opset": OPSET,
@@ -166,7 +170,7 @@ def step_parity(folder: Path, section: dict[str, Any], pad_id: int, vocab_size: 
 
     ``folder`` holds ``model.onnx`` and the graphs of ``section``; returned as metadata's ``steps.parity``.
     """
-    from export.measure import cpu_session, score_onnx
+    from runtime.scoring import cpu_session, score_onnx
     from runtime.step_runner import StateTensor, StepGraphSpec, StepRunner
 
     rng = np.random.default_rng(seed)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "aclImdb_v1-labeled.tar.gz"
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "aclImdb_v1.tar.gz"
 
 # Tests share two cores with whatever else runs: keep every library to explicit thread counts.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -19,7 +19,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 @pytest.fixture(scope="session")
 def imdb_data() -> Path:
-    """The real labelled aclImdb archive (env IMDB_DATA, else ../shared/data/)."""
+    """The real aclImdb archive, with its unlabelled reviews (env IMDB_DATA, else ../shared/data/)."""
     path = Path(os.environ.get("IMDB_DATA", DEFAULT_DATA))
     if not path.exists():
         pytest.fail(f"IMDB data not found: looked at {path} (set IMDB_DATA to the aclImdb folder or "

@@ -18,6 +18,7 @@ from tokenizers import Tokenizer
 from train.model import ModelConfig, SentimentLSTM
 
 FORMAT = "imdb-lstm-checkpoint/1"
+PRETRAINED_FORMAT = "imdb-lstm-pretrained/1"  # `python -m train pretrain`'s last.pt (train.pretrain)
 
 
 def save_atomic(payload: dict[str, Any], path: Path) -> None:
@@ -48,6 +49,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} checkpoint (format={payload.get('format')!r})")
+    return payload
+
+
+def load_pretrained(path: str | Path) -> dict[str, Any]:
+    """Load a language-model pretraining checkpoint safely, with a clear error for a wrong file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no pretraining checkpoint at {path}; run `python -m train pretrain` first")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises pickle, zipfile and runtime errors for a foreign file
+        raise ValueError(f"{path} is not a {PRETRAINED_FORMAT} checkpoint ({type(exc).__name__}); "
+                         "--pretrained wants the last.pt of a `python -m train pretrain` run") from exc
+    if not isinstance(payload, dict) or payload.get("format") != PRETRAINED_FORMAT:
+        raise ValueError(f"{path} is not a {PRETRAINED_FORMAT} checkpoint (format={payload.get('format')!r}); "
+                         "--pretrained wants the last.pt of a `python -m train pretrain` run")
     return payload
 
 

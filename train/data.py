@@ -1,6 +1,8 @@
 """Reading the Large Movie Review Dataset (aclImdb) and carving the validation split.
 
-The official layout is ``aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt``. It is read
+The official layout is ``aclImdb/{train,test}/{pos,neg}/<id>_<rating>.txt``, plus the 50,000
+unlabelled reviews ``aclImdb/train/unsup/<id>_0.txt`` of the full archive (read as the
+pseudo-split ``"unsup"``, label :data:`UNLABELLED`). It is read
 either from the extracted folder or straight from the ``.tar.gz``, streaming members one
 by one, so nothing is unpacked to disk.
 """
@@ -15,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SPLITS = ("train", "test")
-LABELS = {"neg": 0, "pos": 1}
-_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+UNSUP = "unsup"  # the unlabelled reviews of aclImdb/train/unsup/ (full archive only)
+UNLABELLED = -1
+LABELS = {"neg": 0, "pos": 1, UNSUP: UNLABELLED}
+_MEMBER = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg|unsup)/(\d+)_(\d+)\.txt$")
 
 
 class DatasetError(ValueError):
@@ -25,7 +29,7 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Review:
-    """One labelled review: ``label`` is 1 for positive, 0 for negative."""
+    """One review: ``label`` is 1 for positive, 0 for negative, -1 (unlabelled) in split "unsup"."""
 
     id: int
     rating: int
@@ -39,7 +43,9 @@ def _parse_member(name: str) -> tuple[str, int, int, int] | None:
     if match is None:
         return None
     split, polarity, review_id, rating = match.groups()
-    return split, int(review_id), int(rating), LABELS[polarity]
+    if polarity == UNSUP:
+        split = UNSUP if split == "train" else None
+    return (split, int(review_id), int(rating), LABELS[polarity]) if split else None
 
 
 def _decode(raw: bytes, where: str) -> str:
@@ -68,17 +74,18 @@ def _iter_archive(path: Path, splits: set[str]) -> Iterator[Review]:
 
 def _iter_folder(root: Path, splits: set[str]) -> Iterator[Review]:
     base = root / "aclImdb" if (root / "aclImdb").is_dir() else root
-    for split in sorted(splits):
-        for polarity in ("neg", "pos"):
-            for file in sorted((base / split / polarity).glob("*.txt")):
-                parsed = _parse_member(f"aclImdb/{split}/{polarity}/{file.name}")
-                if parsed is not None:
-                    text = _decode(file.read_bytes(), str(file))
-                    yield Review(parsed[1], parsed[2], parsed[3], text, split)
+    folders = [(split, polarity) for split in sorted(splits - {UNSUP}) for polarity in ("neg", "pos")]
+    folders += [("train", UNSUP)] if UNSUP in splits else []
+    for split, polarity in folders:
+        for file in sorted((base / split / polarity).glob("*.txt")):
+            parsed = _parse_member(f"aclImdb/{split}/{polarity}/{file.name}")
+            if parsed is not None:
+                text = _decode(file.read_bytes(), str(file))
+                yield Review(parsed[1], parsed[2], parsed[3], text, parsed[0])
 
 
 def read_reviews(path: str | Path, splits: tuple[str, ...] = SPLITS) -> dict[str, list[Review]]:
-    """Read the requested splits from an aclImdb folder or archive.
+    """Read the requested splits (``"train"``, ``"test"``, ``"unsup"``) from an aclImdb folder or archive.
 
     Returns ``{split: [Review, ...]}`` sorted by (label, id) so the order does not depend on
     the archive's member order. Raises :class:`DatasetError` naming the path when it is
@@ -94,6 +101,10 @@ def read_reviews(path: str | Path, splits: tuple[str, ...] = SPLITS) -> dict[str
     for review in reviews:
         by_split[review.split].append(review)
     for split, items in by_split.items():
+        if not items and split == UNSUP:
+            raise DatasetError(f"{path} holds no unlabelled review under aclImdb/train/unsup/; language-model "
+                               "pretraining needs the full archive aclImdb_v1.tar.gz (`python -m train download`), "
+                               "not the labelled-only one")
         if not items:
             raise DatasetError(f"{path} holds no review under aclImdb/{split}/{{pos,neg}}/<id>_<rating>.txt; "
                                "is it the Large Movie Review Dataset?")

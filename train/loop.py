@@ -1,4 +1,11 @@
-"""The training loop: AdamW, warm-up + cosine schedule, clipping, early stopping, resume."""
+"""The training loop: AdamW, warm-up + cosine schedule, clipping, early stopping, resume.
+
+For fine-tuning a pretrained encoder (v2) it also does what ULMFiT (Howard & Ruder 2018)
+found to matter: discriminative learning rates per layer group and gradual unfreezing from
+the top; and, as an option, adversarial training on the embeddings (Miyato, Dai & Goodfellow
+2017, "Adversarial training methods for semi-supervised text classification"). With
+TrainConfig's defaults all three are off and the loop is v1's.
+"""
 
 from __future__ import annotations
 
@@ -76,6 +83,23 @@ def warmup_cosine(warmup: int, total: int):
     return factor
 
 
+def layer_groups(model: SentimentLSTM) -> list[list[nn.Parameter]]:
+    """Parameters from the top of the network down: [head (+ attention), LSTM, embedding]."""
+    lower = {id(p) for p in model.lstm.parameters()} | {id(p) for p in model.embedding.parameters()}
+    top = [p for p in model.parameters() if id(p) not in lower]
+    return [top, list(model.lstm.parameters()), list(model.embedding.parameters())]
+
+
+def adversarial_perturbation(loss: torch.Tensor, embedded: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Miyato et al.'s r_adv = epsilon * g / ||g||_2, per review, with g = d loss / d embeddings [B, T, E].
+
+    Padded positions get no gradient (the LSTM is causal and pooling masks them), hence no perturbation.
+    """
+    (gradient,) = torch.autograd.grad(loss, embedded, retain_graph=True)
+    norm = gradient.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1)
+    return (epsilon * gradient / norm).detach()
+
+
 class Trainer:
     """Owns the model, optimizer and schedule for one run folder; resumable per epoch."""
 
@@ -83,8 +107,10 @@ class Trainer:
                  train: Encoded, val: Encoded, out: Path, device: torch.device) -> None:
         self.model, self.tokenizer, self.config = model.to(device), tokenizer, config
         self.train_data, self.val_data, self.out, self.device = train, val, out, device
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate,
-                                           weight_decay=config.weight_decay)
+        self.groups = layer_groups(model)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": params, "lr": config.learning_rate / config.lr_decay_per_layer ** depth}
+             for depth, params in enumerate(self.groups)], lr=config.learning_rate, weight_decay=config.weight_decay)
         steps_per_epoch = math.ceil(len(train.ids) / config.batch_size)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(config.warmup_steps, steps_per_epoch * config.max_epochs))
@@ -92,6 +118,7 @@ class Trainer:
         self.best_val_accuracy = -1.0
         self.stale_epochs = 0
         self.elapsed = 0.0  # training wall time, carried across resumes
+        self.partial_fraction = 1.0  # share of the last epoch trained (< 1: stopped by the time budget)
 
     # --- checkpoints -------------------------------------------------------------------
     def _extra(self) -> dict[str, Any]:
@@ -123,19 +150,55 @@ class Trainer:
         self.elapsed = payload["elapsed"]
 
     # --- the loop ------------------------------------------------------------------------
+    def unfreeze(self, step: int) -> None:
+        """Gradual unfreezing: the top group trains from step 0, one more group every N steps."""
+        every = self.config.unfreeze_every_steps
+        trainable = len(self.groups) if every <= 0 else 1 + step // every
+        for depth, params in enumerate(self.groups):
+            for param in params:
+                param.requires_grad_(depth < trainable)
+
+    def loss(self, ids: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, clean logits): binary cross-entropy, plus the adversarial term when enabled."""
+        model, config = self.model, self.config
+        embedded = model.embedding_dropout(model.embedding(ids))
+        if config.adversarial_epsilon > 0 and not embedded.requires_grad:
+            embedded.requires_grad_()  # embedding frozen: still perturb its output
+        logits = model.classify(embedded, lengths)
+        loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
+        if config.adversarial_epsilon > 0:
+            perturbed = embedded + adversarial_perturbation(loss, embedded, config.adversarial_epsilon)
+            adversarial = nn.functional.binary_cross_entropy_with_logits(model.classify(perturbed, lengths), labels)
+            loss = loss + config.adversarial_weight * adversarial
+        return loss, logits
+
     def train_epoch(self, epoch: int) -> tuple[float, float]:
-        """One pass over the training data; returns (mean loss, accuracy)."""
+        """One pass over the training data; returns (mean loss, accuracy).
+
+        Stops early (setting ``self.partial_fraction`` < 1) when finishing the batch after next
+        and the validation pass (estimated as 6% of an epoch) would overrun the time budget.
+        """
         config = self.config
+        started, budget_s = time.perf_counter(), config.time_budget_minutes * 60
+        self.partial_fraction = 1.0
         torch.manual_seed(config.seed * 1000 + epoch)  # dropout masks reproducible per epoch
         self.model.train()
         batches = length_grouped_batches(self.train_data.lengths, config.batch_size, config.seed * 1000 + epoch)
         total_loss, correct, seen = 0.0, 0, 0
         bar = tqdm(batches, desc=f"epoch {epoch}/{config.max_epochs}", unit="batch", leave=False)
-        for batch in bar:
+        for done, batch in enumerate(bar):
+            if done:
+                spent = time.perf_counter() - started
+                epoch_estimate = spent / done * len(batches)
+                if self.elapsed + spent + spent / done + 0.06 * epoch_estimate > budget_s:
+                    self.partial_fraction = done / len(batches)
+                    tqdm.write(f"stopping epoch {epoch} after {done}/{len(batches)} batches: the "
+                               f"{config.time_budget_minutes} min budget would overrun")
+                    break
             ids, lengths = pad_batch([self.train_data.ids[i] for i in batch])
             labels = torch.from_numpy(self.train_data.labels[batch]).float().to(self.device)
-            logits = self.model(ids.to(self.device), lengths.to(self.device))
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels)
+            self.unfreeze(self.scheduler.last_epoch)  # LambdaLR's last_epoch counts optimizer steps
+            loss, logits = self.loss(ids.to(self.device), lengths.to(self.device), labels)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
@@ -145,7 +208,7 @@ class Trainer:
             correct += int(((logits > 0).float() == labels).sum())
             seen += len(batch)
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
-                            lr=f"{self.scheduler.get_last_lr()[0]:.2e}")
+                            lr=f"{self.scheduler.get_last_lr()[0]:.2e}", refresh=False)
         return total_loss / seen, correct / seen
 
     def fit(self) -> None:
@@ -167,6 +230,7 @@ class Trainer:
                 "epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
                 "val_loss": bce(val_probs, self.val_data.labels), "val_accuracy": val_accuracy,
                 "learning_rate": self.scheduler.get_last_lr()[0], "elapsed_s": self.elapsed,
+                **({"completed_fraction": self.partial_fraction} if self.partial_fraction < 1 else {}),
             })
             improved = val_accuracy > self.best_val_accuracy
             if improved:
@@ -178,3 +242,5 @@ class Trainer:
             tqdm.write(f"epoch {epoch}: train loss {train_loss:.4f} acc {train_accuracy:.4f} | "
                        f"val loss {self.history[-1]['val_loss']:.4f} acc {val_accuracy:.4f}"
                        f"{' (best)' if improved else ''} | {self.elapsed / 60:.1f} min")
+            if self.partial_fraction < 1:
+                break

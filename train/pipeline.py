@@ -15,7 +15,7 @@ import torch
 from tokenizers import Tokenizer
 
 from train import plots
-from train.checkpoint import load_checkpoint, restore_model
+from train.checkpoint import load_checkpoint, load_pretrained, restore_model
 from train.config import TrainConfig
 from train.data import Review, read_reviews, stratified_split, stratified_subset
 from train.loop import Encoded, Trainer, bce, encode_split, predict
@@ -60,14 +60,37 @@ def evaluate_split(model: torch.nn.Module, data: Encoded, config: TrainConfig, d
     return metrics, probabilities
 
 
+def check_pretrained(payload: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse an encoder whose shape differs from ``config`` or that read this run's validation text."""
+    model, pre = payload["model_config"], payload["pretrain_config"]
+    for field in ("embedding_dim", "hidden_size", "num_layers"):
+        if model[field] != getattr(config, field):
+            raise ValueError(f"the pretrained encoder has {field}={model[field]} but this configuration has "
+                             f"{getattr(config, field)}; pretrain and fine-tune with matching sizes")
+    if (pre["val_fraction"], pre["seed"]) != (config.val_fraction, config.seed):
+        raise ValueError(f"the encoder was pretrained holding out val_fraction={pre['val_fraction']}, "
+                         f"seed={pre['seed']}, but this run validates on val_fraction={config.val_fraction}, "
+                         f"seed={config.seed}: its validation reviews would have been read in pretraining")
+
+
+def encoder_state(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The embedding and LSTM weights of a pretraining checkpoint (what fine-tuning starts from)."""
+    return {k: v for k, v in payload["model_state"].items() if k.split(".")[0] in ("embedding", "lstm")}
+
+
 def run_training(data_path: Path, out: Path, config: TrainConfig, device: torch.device, resume: bool,
-                 tokenizer_file: Path | None = None) -> dict[str, Any]:
+                 tokenizer_file: Path | None = None, pretrained: Path | None = None) -> dict[str, Any]:
     """Train into ``out`` (best.pt, last.pt, metrics.json, plots) and return the metrics.
 
     ``tokenizer_file`` reuses an existing tokenizer instead of training one: the tokenizers
     trainer breaks ties between equally frequent merges in hash order, so two trainings on
     the same text can differ in a few rare tokens; reuse one file for bit-exact reruns.
+    ``pretrained`` (a ``python -m train pretrain`` last.pt) supplies the tokenizer and the
+    initial embedding + LSTM weights; raises ValueError if its sizes or held-out split differ.
     """
+    payload = load_pretrained(pretrained) if pretrained is not None else None
+    if payload is not None:
+        check_pretrained(payload, config)
     torch.set_num_threads(config.threads or usable_cpus())
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -75,6 +98,9 @@ def run_training(data_path: Path, out: Path, config: TrainConfig, device: torch.
     tokenizer_path = out / "tokenizer.json"
     if resume and tokenizer_path.exists():
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    elif payload is not None:
+        tokenizer = Tokenizer.from_str(payload["tokenizer_json"])
+        tokenizer.save(str(tokenizer_path))
     elif tokenizer_file is not None:
         tokenizer = Tokenizer.from_file(str(tokenizer_file))
         tokenizer.save(str(tokenizer_path))
@@ -90,7 +116,12 @@ def run_training(data_path: Path, out: Path, config: TrainConfig, device: torch.
     model = SentimentLSTM(ModelConfig(
         vocab_size=tokenizer.get_vocab_size(), embedding_dim=config.embedding_dim,
         hidden_size=config.hidden_size, num_layers=config.num_layers, dropout=config.dropout,
-        pad_id=tokenizer.token_to_id(PAD_TOKEN)))
+        pad_id=tokenizer.token_to_id(PAD_TOKEN), pooling=config.pooling))
+    if payload is not None:
+        loaded = model.load_state_dict(encoder_state(payload), strict=False)  # the head starts fresh
+        if loaded.unexpected_keys or any(k.startswith(("embedding.", "lstm.")) for k in loaded.missing_keys):
+            raise ValueError(f"{pretrained}: encoder weights do not fit the classifier "
+                             f"(missing {loaded.missing_keys}, unexpected {loaded.unexpected_keys})")
     trainer = Trainer(model, tokenizer, config, train_data, val_data, out, device)
     if resume and (out / "last.pt").exists():
         trainer.resume()
@@ -100,7 +131,8 @@ def run_training(data_path: Path, out: Path, config: TrainConfig, device: torch.
     best, _ = restore_model(load_checkpoint(out / "best.pt"))
     best.to(device)
     val_metrics, _ = evaluate_split(best, val_data, config, device, "validation")
-    metrics: dict[str, Any] = {"config": asdict(config), "history": trainer.history,
+    metrics: dict[str, Any] = {"config": asdict(config), "pretrained": str(pretrained) if pretrained else None,
+                               "history": trainer.history,
                                "best_epoch": max(trainer.history, key=lambda h: h["val_accuracy"])["epoch"],
                                "validation": val_metrics, "train_wall_time_s": trainer.elapsed,
                                "hardware": hardware(device)}

@@ -33,6 +33,21 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_perplexity(history: list[dict], path: Path) -> None:
+    """Language-model perplexity (train window and validation) against tokens read."""
+    tokens = [h["tokens"] / 1e6 for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(tokens, [h["train_perplexity"] for h in history], "o-", label="train (since previous point)")
+    ax.plot(tokens, [h["val_perplexity"] for h in history], "o-", label="validation")
+    ax.set(xlabel="tokens read (millions)", ylabel="perplexity (per subword)", title="Language-model pretraining",
+           yscale="log")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_confusion(labels: np.ndarray, probabilities: np.ndarray, path: Path, title: str) -> None:
     """Confusion matrix with counts in each cell."""
     matrix = confusion(labels, probabilities)

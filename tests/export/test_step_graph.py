@@ -122,6 +122,18 @@ def test_refuses_an_lstm_the_step_graph_cannot_express() -> None:
         onnx_lstm_weights(model.lstm)
 
 
+def test_refuses_a_pooling_it_does_not_carry_and_export_publishes_whole_only(tmp_path) -> None:
+    """A v2 'streaming' model has no step graph (yet): export says so and writes none."""
+    from export.pipeline import step_section
+    from export.step_graph import export_step_graphs
+
+    model = SentimentLSTM(ModelConfig(vocab_size=VOCAB, embedding_dim=4, hidden_size=4, pooling="streaming"))
+    with pytest.raises(ValueError, match="max_mean pooling only"):
+        export_step_graphs(model, tmp_path)
+    assert step_section(model, tmp_path, 0, 16) is None
+    assert not any(tmp_path.iterdir())
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=st.lists(st.integers(1, VOCAB - 1), min_size=1, max_size=90), data=st.data())
 def test_running_probability_after_each_span_is_the_prefix_answer(graphs, sequence, data) -> None:

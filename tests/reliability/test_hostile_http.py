@@ -112,7 +112,9 @@ def test_predict_batch_any_batch(server: ServerThread, batch: list[str]) -> None
     elif len(batch) > MAX_TEXTS:
         assert reply.status == 400 and f"at most {MAX_TEXTS} per request" in reply.error
     elif errors:
-        assert reply.status == 400 and errors[0] in reply.error
+        # Cheap checks (empty, too long) come before the ones that need the tokenizer, so any
+        # refused text may be the one named.
+        assert reply.status == 400 and any(e in reply.error for e in errors), (errors, reply.error)
     else:
         assert reply.status == 200, reply.body[:300]
         assert len(reply.json()["predictions"]) == len(batch)

@@ -126,7 +126,9 @@ def test_predict_batch_any_batch(server: ServerThread, sentiment, batch: list[st
     elif len(batch) > MAX_TEXTS:
         assert code == INVALID and f"at most {MAX_TEXTS} per request" in reply
     elif errors:
-        assert code == INVALID and errors[0] in reply
+        # Cheap checks (empty, too long) come before the ones that need the tokenizer, so any
+        # refused text may be the one named.
+        assert code == INVALID and any(e in reply for e in errors), (errors, reply)
     else:
         assert code == OK, reply
         assert len(reply.predictions) == len(batch)
