@@ -11,7 +11,10 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from client.explain import explanation_dict
 from protos.sentiment.v1 import sentiment_pb2 as pb
@@ -19,6 +22,8 @@ from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 from serve.rest import inspector
 from tests.fixtures.http_client import Reply, request
 from tests.fixtures.server_thread import ServerThread, make_settings
+from tests.reliability.test_hostile_http import encoded, has_surrogate, json_values, surrogate_text
+from tests.reliability.test_hostile_input import bounded, texts
 from tests.serve.test_explain import ODD_TEXTS, TURNING
 
 TIMEOUT = 30.0
@@ -86,14 +91,43 @@ def test_malformed_bodies_get_400_with_the_reason(explaining, body, status: int,
     (" ".join(["It."] * 21), "the model reads 21 sentences of this text; Explain takes at most 20"),
 ])
 def test_bad_texts_get_400_with_grpc_explains_message(explaining, text: str, message: str) -> None:
-    import grpc
-
     reply = post(explaining, {"text": text})
     assert reply.status == 400
     with pytest.raises(grpc.RpcError) as raised:
         grpc_explain(explaining, text)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert reply.error == raised.value.details() and message in reply.error
+
+
+@bounded(60)
+@given(text=st.one_of(texts, surrogate_text, st.lists(st.sampled_from(["It was great.", "Awful!", " ", "\n\n"]),
+                                                      max_size=30).map("".join)))
+def test_any_text_gets_grpc_explains_answer_or_its_refusal(explaining, text: str) -> None:
+    """The oracle is the gRPC port: the same object, or a 400 with the same message; never a 5xx."""
+    reply = post(explaining, {"text": text})
+    if has_surrogate(text):  # JSON can carry it, gRPC (UTF-8 protobuf strings) cannot
+        assert reply.status == 400 and "lone surrogate" in reply.error
+        return
+    try:
+        expected = explanation_dict(grpc_explain(explaining, text))
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, exc
+        assert reply.status == 400 and reply.error == exc.details()
+        return
+    assert reply.status == 200, reply.body[:300]
+    assert reply.json() == expected
+
+
+@bounded(60)
+@given(body=st.one_of(st.binary(max_size=200), json_values.map(encoded),
+                      st.fixed_dictionaries({"text": json_values}, optional={"per_token": json_values})))
+def test_any_body_is_answered_or_refused_with_400(explaining, body) -> None:
+    reply = post(explaining, body)
+    assert reply.status in (200, 400), (reply.status, reply.body[:300])
+    if reply.status == 400:
+        assert reply.error
+    else:
+        assert set(reply.json()) >= {"probability", "label", "sentences", "turning_point"}
 
 
 def test_wrong_method_and_too_large_bodies(explaining) -> None:
