@@ -147,7 +147,7 @@ def create_server(settings: Settings) -> tuple[Server, int]:
         raise ConfigurationError(f"cannot listen on {address} (port in use, or the address is not local)")
     server = Server(settings, grpc_server, core, health_servicer, metrics, reloader, watcher, explainer)
     if settings.http_port >= 0:  # the HTTP port shares the core, the KServe servicer and the metrics
-        server.rest = RestServer(settings, core, kserve, metrics)
+        server.rest = RestServer(settings, core, kserve, metrics, explainer)
     return server, port
 
 

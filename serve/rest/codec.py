@@ -16,7 +16,8 @@ What only exists over HTTP is handled here:
   JSON numbers (protobuf's JSON mapping would write them as strings; Triton writes numbers).
 
 The ``/v1`` JSON API mirrors ``sentiment.v1``: ``{"text": ...}`` and ``{"texts": [...]}`` in,
-the response messages' fields out. Every malformation is an :class:`~serve.ops.errors.InvalidInput`.
+the response messages' fields out; ``/v1/explain`` answers the object ``python -m client explain
+--json`` prints. Every malformation is an :class:`~serve.ops.errors.InvalidInput`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from google.protobuf.message import Message
 
 from protos.inference import grpc_predict_v2_pb2 as pb
 from serve.engine.core import Scored
+from serve.engine.explain_service import Explained
 from serve.grpc import kserve_codec as codec
 from serve.ops.errors import InvalidInput
 
@@ -331,6 +333,48 @@ def predict_batch_response(scored: Scored) -> dict[str, Any]:
     """``PredictBatchResponse`` as JSON: predictions in the order of the texts."""
     return {"predictions": [_prediction(p.label, p.probability) for p in scored.predictions],
             "model": {"name": scored.model.name, "version": scored.model.version}}
+
+
+def explain_request(data: bytes) -> tuple[str, bool]:
+    """The text and ``per_token`` flag of a ``POST /v1/explain`` body ``{"text": "...", "per_token": false}``."""
+    body = _object(parse_json(data), "the request body")
+    unknown = sorted(set(body) - {"text", "per_token"})
+    if unknown:
+        raise InvalidInput(f"unknown field(s) {unknown}; the body is {{\"text\": ..., \"per_token\": false}}")
+    text = _member(body, "text", str, "")
+    if text is None:
+        raise InvalidInput("'text' is required: {\"text\": \"a review\"}")
+    return _no_surrogates(text, "'text'"), bool(_member(body, "per_token", bool, "", False))
+
+
+def _f32(value: float | None) -> float | None:
+    """A probability as the gRPC port sends it (float32), so both ports give the same number."""
+    return None if value is None else float(np.float32(value))
+
+
+def explain_response(explained: Explained) -> dict[str, Any]:
+    """``ExplainResponse`` as JSON, the same object as ``python -m client explain --json`` (docs/explain.md).
+
+    ``probability``, ``label``, ``model``, ``version``, ``sentences`` (``{text, start, end,
+    running_probability, effect, swing, tokens, tokens_read}``, offsets in code points, ``null``
+    where the model read none of the sentence), ``turning_point`` and ``most_decisive`` (sentence
+    indices or ``null``), ``tokens``, ``tokens_read``; ``token_steps`` when asked for.
+    """
+    e, text, model = explained.explanation, explained.text, explained.model
+    negative, positive = model.labels
+    out: dict[str, Any] = {
+        "probability": _f32(e.probability), "label": positive if e.probability >= model.threshold else negative,
+        "model": model.name, "version": model.version,
+        "sentences": [{"text": text[s.start:s.end], "start": s.start, "end": s.end,
+                       "running_probability": _f32(s.running_probability), "effect": _f32(s.effect),
+                       "swing": _f32(s.swing), "tokens": s.tokens, "tokens_read": s.tokens_read}
+                      for s in e.sentences],
+        "turning_point": e.turning_point, "most_decisive": e.most_decisive,
+        "tokens": e.tokens, "tokens_read": e.tokens_read}
+    if e.token_steps:
+        out["token_steps"] = [{"start": t.start, "end": t.end, "sentence": t.sentence,
+                               "running_probability": _f32(t.running_probability)} for t in e.token_steps]
+    return out
 
 
 # --- protobuf messages (metadata, configuration, statistics) as Triton's JSON

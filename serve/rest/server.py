@@ -15,6 +15,10 @@ Routes (``{name}``: the model; every model route also takes ``/versions/{version
 - Triton's extensions, as over gRPC: ``GET .../config``, ``GET .../stats``, ``GET /v2/models/stats``,
   ``POST /v2/repository/index``.
 - ``POST /v1/predict`` ``{"text": ...}`` and ``POST /v1/predict:batch`` ``{"texts": [...]}``.
+- ``POST /v1/explain`` ``{"text": ..., "per_token": false}``: sentiment.v1 Explain through the same
+  :class:`~serve.engine.explain_service.ExplainService` (same queue, limits and errors).
+- ``GET /``: the review inspector (:mod:`serve.rest.inspector`), a static page that calls
+  ``/v1/explain``; it and its files need no token (they hold no data), the API calls do.
 
 Guarding the port: bodies larger than ``--max-message-bytes`` get 413 (refused from the
 Content-Length before reading); a client gets ``--http-read-timeout-s`` to send its headers
@@ -37,14 +41,16 @@ from grpc import StatusCode
 
 from protos.inference import grpc_predict_v2_pb2 as pb
 from serve.engine.core import InferenceCore
+from serve.engine.explain_service import ExplainService
 from serve.grpc.kserve_servicer import KServeServicer
 from serve.ops.edge import status_for
-from serve.ops.errors import ConfigurationError, InvalidInput, ModelNotReady, ServingError
+from serve.ops.errors import ConfigurationError, ExplainUnavailable, InvalidInput, ModelNotReady, ServingError
 from serve.ops.logs import RateLimitedWarning
 from serve.ops.metrics import Metrics
 from serve.ops.security import TokenChecker, read_tokens
 from serve.ops.settings import Settings
 from serve.rest import codec as rest_codec
+from serve.rest import inspector
 
 log = logging.getLogger("serve.rest")
 # aiohttp logs a request that is not well-formed HTTP (and a client that vanishes mid-answer)
@@ -64,7 +70,8 @@ HTTP_STATUS: dict[StatusCode, int] = {
     StatusCode.UNAVAILABLE: 503,
     StatusCode.DEADLINE_EXCEEDED: 504,
 }
-OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready"})  # probes work without secrets, as gRPC health does
+# Probes work without secrets, as gRPC health does; so does the inspector page's static files (no data in them).
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", *inspector.PATHS})
 UNMATCHED = "HTTP unmatched"  # the metrics' method label of requests that reach no route
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -110,10 +117,11 @@ class RestApi:
     """The HTTP handlers over the inference core and the KServe servicer (shared with the gRPC port)."""
 
     def __init__(self, settings: Settings, core: InferenceCore, kserve: KServeServicer, metrics: Metrics | None,
-                 tokens: TokenChecker | None) -> None:
+                 tokens: TokenChecker | None, explainer: ExplainService | None = None) -> None:
         self.settings = settings
         self.core = core
         self.kserve = kserve
+        self.explainer = explainer
         self.metrics = metrics
         self._auth_warning = RateLimitedWarning(log, "authentication failed", 60.0)
         self.tokens = tokens
@@ -248,6 +256,13 @@ class RestApi:
         texts = rest_codec.predict_texts(await self.body(request))
         return json_response(rest_codec.predict_batch_response(await self.core.predict(texts, field="texts")))
 
+    async def explain(self, request: web.Request) -> web.Response:
+        self._check_ready()
+        if self.explainer is None:
+            raise ExplainUnavailable("this server was built without Explain")
+        text, per_token = rest_codec.explain_request(await self.body(request))
+        return json_response(rest_codec.explain_response(await self.explainer.explain(text, per_token)))
+
     def _check_ready(self) -> None:
         """Refuse work before reading a body the server could not score anyway."""
         if not self.core.ready or self.draining:
@@ -283,7 +298,8 @@ def build_app(api: RestApi) -> web.Application:
     routes = [web.get("/v2", api.server_metadata), web.get("/v2/health/live", api.live),
               web.get("/v2/health/ready", api.ready), web.get("/v2/models/stats", api.model_statistics),
               web.post("/v2/repository/index", api.repository_index),
-              web.post("/v1/predict", api.predict), web.post("/v1/predict:batch", api.predict_batch)]
+              web.post("/v1/predict", api.predict), web.post("/v1/predict:batch", api.predict_batch),
+              web.post("/v1/explain", api.explain), *inspector.routes()]
     for model in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         routes += [web.get(model, api.model_metadata), web.get(model + "/ready", api.model_ready),
                    web.post(model + "/infer", api.infer), web.get(model + "/config", api.model_config),
@@ -310,12 +326,12 @@ class RestServer:
     """The HTTP port's lifecycle: bind on :meth:`start`, drain on :meth:`stop`."""
 
     def __init__(self, settings: Settings, core: InferenceCore, kserve: KServeServicer,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, explainer: ExplainService | None = None) -> None:
         tokens = None
         if settings.auth_token_file is not None:
             tokens = TokenChecker(read_tokens(settings.auth_token_file))
         self.settings = settings
-        self.api = RestApi(settings, core, kserve, metrics, tokens)
+        self.api = RestApi(settings, core, kserve, metrics, tokens, explainer)
         self._ssl = ssl_context(settings)
         self._runner: web.AppRunner | None = None
 

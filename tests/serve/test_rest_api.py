@@ -174,7 +174,7 @@ CASES = [
     ("GET", INFER, None, {}, 405, "allowed: POST"),
     ("GET", "/v1/predict", None, {}, 405, "allowed: POST"),
     ("GET", "/v3/anything", None, {}, 404, "no such endpoint: GET /v3/anything"),
-    ("GET", "/", None, {}, 404, "no such endpoint"),
+    ("GET", "/index.html", None, {}, 404, "no such endpoint"),  # / is the inspector page
     ("GET", "/v2/models/other", None, {}, 404, "unknown model 'other'"),
     ("GET", "/v2/models/imdb-lstm/versions/9/ready", None, {}, 404, "no version '9'"),
     ("GET", "/v2/models/imdb-lstm/versions/x/config", None, {}, 404, "no version 'x'"),
