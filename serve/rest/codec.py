@@ -83,7 +83,7 @@ def _member(body: dict, key: str, kind: type, where: str, default: Any = None) -
         return default
     value = body[key]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise InvalidInput(f"{where}{key!r} must be {_KINDS[kind]}, not {_json_kind(value)} {_clip(value)}")
+        raise InvalidInput(f"{where}{key!r} must be {_KINDS[kind]}, not {_described(value)}")
     return value
 
 
@@ -92,9 +92,14 @@ def _clip(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _described(value: Any) -> str:
+    """A decoded JSON value for an error message: its JSON type and (clipped) text, ``null`` once."""
+    return "null" if value is None else f"{_json_kind(value)} {_clip(value)}"
+
+
 def _object(value: Any, where: str) -> dict:
     if not isinstance(value, dict):
-        raise InvalidInput(f"{where} must be a JSON object, not {_json_kind(value)} {_clip(value)}")
+        raise InvalidInput(f"{where} must be a JSON object, not {_described(value)}")
     return value
 
 
@@ -313,7 +318,7 @@ def predict_texts(data: bytes) -> list[str]:
     texts = _v1_body(data, "texts", list)
     for index, text in enumerate(texts):
         if not isinstance(text, str):
-            raise InvalidInput(f"'texts'[{index}] must be a string, not {_json_kind(text)} {_clip(text)}")
+            raise InvalidInput(f"'texts'[{index}] must be a string, not {_described(text)}")
         _no_surrogates(text, f"'texts'[{index}]")
     return texts
 

@@ -53,6 +53,7 @@ from serve.rest import codec as rest_codec
 from serve.rest import inspector
 
 log = logging.getLogger("serve.rest")
+SERVER_NAME = "imdb-sentiment-edge"  # the Server header of every HTTP answer, without versions
 # aiohttp logs a request that is not well-formed HTTP (and a client that vanishes mid-answer)
 # at ERROR with a traceback; any client could flood the log that way. Such records go to this
 # logger and are demoted to one DEBUG line each (see _ClientFaults).
@@ -292,9 +293,16 @@ def _too_large(size: int | None, limit: int) -> str:
             "send fewer or shorter texts per request")
 
 
+async def _no_banner(request: web.Request, response: web.StreamResponse) -> None:
+    """No ``Server: Python/3.x aiohttp/y`` banner (versions help an attacker; docs/security.md):
+    aiohttp only fills the header in when the response has none."""
+    response.headers[hdrs.SERVER] = SERVER_NAME
+
+
 def build_app(api: RestApi) -> web.Application:
     """The aiohttp application: routes and the edge middleware."""
     app = web.Application(middlewares=[api.edge], client_max_size=api.settings.max_message_bytes)
+    app.on_response_prepare.append(_no_banner)
     routes = [web.get("/v2", api.server_metadata), web.get("/v2/health/live", api.live),
               web.get("/v2/health/ready", api.ready), web.get("/v2/models/stats", api.model_statistics),
               web.post("/v2/repository/index", api.repository_index),

@@ -389,3 +389,10 @@ def test_http_settings_come_from_flags_and_env() -> None:
                          (["--http-read-timeout-s", "0"], "http_read_timeout_s must be >= 0.001")):
         with pytest.raises(ConfigurationError, match=needle):
             load_settings(argv, {})
+
+
+def test_a_null_text_is_named_once_and_no_banner_names_versions(server: ServerThread) -> None:
+    reply = call(server, "POST", "/v1/predict", {"text": None})
+    assert (reply.status, reply.error) == (400, "'text' must be a string, not null")
+    for answer in (reply, call(server, "GET", "/v2"), call(server, "GET", "/nowhere")):
+        assert answer.headers["server"] == "imdb-sentiment-edge", answer.headers
