@@ -63,7 +63,7 @@ class Settings:
                                     "projection for every time step: big runs fall out of cache)")
     max_queue_delay_ms: float = _opt(0.0, "under load, wait up to this long for a model run to fill "
                                           "(an idle server never waits)")
-    batching: str = _opt("steps", "how texts share model runs: 'steps' (step-level batching: rows join and leave "
+    batching: str = _opt("whole", "how texts share model runs: 'steps' (step-level batching: rows join and leave "
                                   "between steps of --step-tokens; needs a version exported with a step graph, "
                                   "else falls back to whole with one log line) or 'whole' (coalesced batches, "
                                   "each text read at once)", ("whole", "steps"))
