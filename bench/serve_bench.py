@@ -93,9 +93,6 @@ def add_server_options(parser: argparse.ArgumentParser) -> None:
 def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[subprocess.Popen, int, int, float]:
     """Start ``python -m serve`` (on ``port``, else a free one); returns the process, gRPC port, metrics port
     and seconds to SERVING."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     port, metrics_port = port or free_port(), free_port()
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "serve", "--model-repository", str(args.model_repository), "--port", str(port),
@@ -106,6 +103,17 @@ def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[sub
                *([] if "--http-port" in args.server_args else ["--http-port", str(free_port())]), *args.server_args]
     started = time.monotonic()
     proc = subprocess.Popen(command, cwd=ROOT, env=env)
+    return proc, port, metrics_port, wait_serving(proc, port, started)
+
+
+def wait_serving(proc: subprocess.Popen, port: int, started: float) -> float:
+    """Poll the gRPC health service on ``port`` until SERVING; seconds since ``started`` (time.monotonic).
+
+    Raises RuntimeError if ``proc`` exits first or 60 s pass.
+    """
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = health_pb2_grpc.HealthStub(channel)
     while True:
@@ -121,7 +129,7 @@ def start_server(args: argparse.Namespace, port: int | None = None) -> tuple[sub
         time.sleep(0.005)
     cold = time.monotonic() - started
     channel.close()
-    return proc, port, metrics_port, cold
+    return cold
 
 
 async def measure_calls(send: Callable[[int, int], Awaitable[Any]], concurrency: int, seconds: float,

@@ -14,9 +14,16 @@ sum_out [B,H], sum_emb [B,E]) -> (h_next, c_next, max_next, sum_out_next, sum_em
     the same linear layer and sigmoid as the whole graph, on (max, sum_out / length,
     sum_emb / length).
 
-Starting from the initial state (zeros; ``max`` at -1e4, the whole graph's mask value) and
-feeding a review in steps of any sizes gives the whole graph's probability (tests: within
-1e-5 in fp32). The graphs are built from the module's weights with ``onnx.helper`` rather than
+That is v1's ``max_mean`` pooling. For the ``streaming`` pooling (train/model.py) the state is
+``(h, c, max, score_max [B,1], weight_sum [B,1], weighted [B,H])``: the attention pooling kept
+as running log-sum-exp accumulators (running maximum score, sum of ``exp(score - score_max)``,
+weighted sum of outputs, rescaled whenever the maximum grows), and the head reads
+``(h, max, weight_sum, weighted) -> linear([h, max, weighted / weight_sum])``; ``h`` is the
+last state, which the LSTM carries anyway.
+
+Starting from the initial state (zeros; ``max`` and ``score_max`` at -1e4, the whole graph's
+mask value) and feeding a review in steps of any sizes gives the whole graph's probability
+(tests: within 1e-5 in fp32). The graphs are built from the module's weights with ``onnx.helper`` rather than
 traced, because the tracer cannot express ``sequence_lens``; this module only reads
 ``model.embedding``, ``model.lstm`` and ``model.head``, never changes :mod:`train.model`.
 """
@@ -37,12 +44,22 @@ STEP_FILE, HEAD_FILE = "step.onnx", "head.onnx"
 MASK_VALUE = -1e4  # what train.model puts at padded positions before the max: the running max starts there
 
 
+def pooling_of(model: SentimentLSTM) -> str:
+    """The model's pooling (v1 checkpoints predate the field: ``max_mean``)."""
+    return getattr(model.config, "pooling", "max_mean")
+
+
 def state_spec(model: SentimentLSTM) -> list[dict[str, Any]]:
     """The carried state, in the order of the step graph's inputs: name, output name, width, initial value."""
     hidden, embed = model.config.hidden_size, model.config.embedding_dim
+    if pooling_of(model) == "streaming":
+        tensors = (("h", hidden, 0.0), ("c", hidden, 0.0), ("max", hidden, MASK_VALUE), ("score_max", 1, MASK_VALUE),
+                   ("weight_sum", 1, 0.0), ("weighted", hidden, 0.0))
+    else:
+        tensors = (("h", hidden, 0.0), ("c", hidden, 0.0), ("max", hidden, MASK_VALUE), ("sum_out", hidden, 0.0),
+                   ("sum_emb", embed, 0.0))
     return [{"name": name, "output": f"{name}_next", "width": width, "initial": initial}
-            for name, width, initial in (("h", hidden, 0.0), ("c", hidden, 0.0), ("max", hidden, MASK_VALUE),
-                                         ("sum_out", hidden, 0.0), ("sum_emb", embed, 0.0))]
+            for name, width, initial in tensors]
 
 
 def onnx_lstm_weights(lstm: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,13 +119,18 @@ def step_graph(model: SentimentLSTM) -> onnx.ModelProto:
         n("Where", ["mask", "outputs", "mask_value"], ["masked_outputs"]),
         n("ReduceMax", ["masked_outputs"], ["step_max"], axes=[1], keepdims=0),
         n("Max", ["max", "step_max"], ["max_next"]),
-        n("Mul", ["outputs", "maskf"], ["real_outputs"]),
-        n("ReduceSum", ["real_outputs", "axis1"], ["step_sum_out"], keepdims=0),
-        n("Add", ["sum_out", "step_sum_out"], ["sum_out_next"]),
-        n("Mul", ["embedded", "maskf"], ["real_embedded"]),
-        n("ReduceSum", ["real_embedded", "axis1"], ["step_sum_emb"], keepdims=0),
-        n("Add", ["sum_emb", "step_sum_emb"], ["sum_emb_next"]),
     ]
+    if pooling_of(model) == "streaming":
+        nodes += _attention_nodes(model, initializers)
+    else:
+        nodes += [
+            n("Mul", ["outputs", "maskf"], ["real_outputs"]),
+            n("ReduceSum", ["real_outputs", "axis1"], ["step_sum_out"], keepdims=0),
+            n("Add", ["sum_out", "step_sum_out"], ["sum_out_next"]),
+            n("Mul", ["embedded", "maskf"], ["real_embedded"]),
+            n("ReduceSum", ["real_embedded", "axis1"], ["step_sum_emb"], keepdims=0),
+            n("Add", ["sum_emb", "step_sum_emb"], ["sum_emb_next"]),
+        ]
     spec = state_spec(model)
     inputs = [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "step"]),
               helper.make_tensor_value_info("step_lengths", TensorProto.INT64, ["batch"])]
@@ -117,8 +139,40 @@ def step_graph(model: SentimentLSTM) -> onnx.ModelProto:
     return _checked(helper.make_graph(nodes, "sentiment_lstm_step", inputs, outputs, initializers))
 
 
+def _attention_nodes(model: SentimentLSTM, initializers: list[onnx.TensorProto]) -> list[onnx.NodeProto]:
+    """Step nodes folding this step's outputs into the attention accumulators (log-sum-exp rescaling)."""
+    weight = model.attention.weight.detach().cpu().numpy().astype(np.float32)  # [1, H]
+    bias = model.attention.bias.detach().cpu().numpy().astype(np.float32)  # [1]
+    initializers += [numpy_helper.from_array(weight.T.copy(), "attention_weight"),  # [H, 1]
+                     numpy_helper.from_array(bias, "attention_bias")]
+    n = helper.make_node
+    return [
+        n("MatMul", ["outputs", "attention_weight"], ["raw_scores"]),  # [B,K,1]
+        n("Add", ["raw_scores", "attention_bias"], ["scores"]),
+        n("Where", ["mask", "scores", "mask_value"], ["masked_scores"]),
+        n("ReduceMax", ["masked_scores"], ["step_score_max"], axes=[1], keepdims=0),  # [B,1]
+        n("Max", ["score_max", "step_score_max"], ["score_max_next"]),
+        n("Sub", ["score_max", "score_max_next"], ["old_shift"]),
+        n("Exp", ["old_shift"], ["decay"]),  # [B,1]: rescales what was accumulated so far
+        n("Unsqueeze", ["score_max_next", "axis1"], ["new_max_col"]),  # [B,1,1]
+        n("Sub", ["masked_scores", "new_max_col"], ["shifted"]),
+        n("Exp", ["shifted"], ["step_weights_all"]),
+        n("Mul", ["step_weights_all", "maskf"], ["step_weights"]),  # [B,K,1], 0 at padding
+        n("ReduceSum", ["step_weights", "axis1"], ["step_weight_sum"], keepdims=0),  # [B,1]
+        n("Mul", ["weight_sum", "decay"], ["kept_weight_sum"]),
+        n("Add", ["kept_weight_sum", "step_weight_sum"], ["weight_sum_next"]),
+        n("Mul", ["outputs", "step_weights"], ["weighted_outputs"]),
+        n("ReduceSum", ["weighted_outputs", "axis1"], ["step_weighted"], keepdims=0),  # [B,H]
+        n("Mul", ["weighted", "decay"], ["kept_weighted"]),
+        n("Add", ["kept_weighted", "step_weighted"], ["weighted_next"]),
+    ]
+
+
 def head_graph(model: SentimentLSTM) -> onnx.ModelProto:
-    """The head of ``model``: (max, sum_out, sum_emb, lengths) -> P(positive) [B]; checked with ``onnx.checker``."""
+    """The head of ``model``: (max, sum_out, sum_emb, lengths) -> P(positive) [B] for ``max_mean`` pooling,
+    (h, max, weight_sum, weighted) -> P(positive) [B] for ``streaming``; checked with ``onnx.checker``."""
+    if pooling_of(model) == "streaming":
+        return _streaming_head_graph(model)
     hidden, embed = model.config.hidden_size, model.config.embedding_dim
     weight = model.head.weight.detach().cpu().numpy().astype(np.float32)  # [1, 2H+E]
     bias = model.head.bias.detach().cpu().numpy().astype(np.float32)  # [1]
@@ -143,6 +197,28 @@ def head_graph(model: SentimentLSTM) -> onnx.ModelProto:
     return _checked(helper.make_graph(nodes, "sentiment_lstm_head", inputs, outputs, initializers))
 
 
+def _streaming_head_graph(model: SentimentLSTM) -> onnx.ModelProto:
+    hidden = model.config.hidden_size
+    weight = model.head.weight.detach().cpu().numpy().astype(np.float32)  # [1, 3H]
+    bias = model.head.bias.detach().cpu().numpy().astype(np.float32)  # [1]
+    initializers = [numpy_helper.from_array(weight, "head_weight"), numpy_helper.from_array(bias, "head_bias"),
+                    _const("flat", [-1])]
+    n = helper.make_node
+    nodes = [
+        n("Div", ["weighted", "weight_sum"], ["attended"]),
+        n("Concat", ["h", "max", "attended"], ["features"], axis=1),
+        n("Gemm", ["features", "head_weight", "head_bias"], ["logit2d"], transB=1),
+        n("Reshape", ["logit2d", "flat"], ["logit"]),
+        n("Sigmoid", ["logit"], ["probability"]),
+    ]
+    inputs = [helper.make_tensor_value_info("h", TensorProto.FLOAT, ["batch", hidden]),
+              helper.make_tensor_value_info("max", TensorProto.FLOAT, ["batch", hidden]),
+              helper.make_tensor_value_info("weight_sum", TensorProto.FLOAT, ["batch", 1]),
+              helper.make_tensor_value_info("weighted", TensorProto.FLOAT, ["batch", hidden])]
+    outputs = [helper.make_tensor_value_info("probability", TensorProto.FLOAT, ["batch"])]
+    return _checked(helper.make_graph(nodes, "sentiment_lstm_streaming_head", inputs, outputs, initializers))
+
+
 def _checked(graph: onnx.GraphProto) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="export.step_graph")
     onnx.checker.check_model(model, full_check=True)
@@ -153,11 +229,11 @@ def export_step_graphs(model: SentimentLSTM, folder: Path) -> dict[str, Any]:
     """Write ``step.onnx`` and ``head.onnx`` of ``model`` into ``folder``; returns metadata.json's ``steps`` section.
 
     Raises ``ValueError`` for an LSTM the step graph cannot express (several layers, bidirectional)
-    or a pooling it does not carry (only v1's ``max_mean``: running max, sums and count).
+    or a pooling it does not carry (``max_mean`` and ``streaming`` are carried).
     """
-    pooling = getattr(model.config, "pooling", "max_mean")
-    if pooling != "max_mean":
-        raise ValueError(f"the step graph carries max_mean pooling only, not {pooling!r}")
+    pooling = pooling_of(model)
+    if pooling not in ("max_mean", "streaming"):
+        raise ValueError(f"the step graph carries max_mean and streaming pooling, not {pooling!r}")
     onnx.save(step_graph(model), str(folder / STEP_FILE))
     onnx.save(head_graph(model), str(folder / HEAD_FILE))
     return {"step_graph": STEP_FILE, "head_graph": HEAD_FILE, "precision": "fp32", "opset": OPSET,

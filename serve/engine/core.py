@@ -138,14 +138,6 @@ def label(model: ModelVersion, probabilities: Sequence[float] | np.ndarray,
             for p, k in zip(probabilities, known, strict=True)]
 
 
-def known_word_fractions(loaded: LoadedModel, texts: Sequence[str]) -> list[float]:
-    """Each text's known-word fraction, from its cleaned, truncated ids (the steps path's
-    scheduler keeps only probabilities, so its texts are tokenized once more for this)."""
-    model = loaded.model
-    inputs = encode_for_model(loaded.tokenizer, loaded.vocabulary, texts, model.max_tokens, model.head_tokens)
-    return [1.0 if x is None else x.known_word_fraction for x in inputs]
-
-
 def length_chunks(texts: Sequence[str], size: int) -> list[list[int]]:
     """Indices of ``texts`` sorted by length (characters, a proxy for tokens), cut into chunks of ``size``."""
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
@@ -326,8 +318,7 @@ class InferenceCore:
         await self.refuse_unreadable(batch, doubtful, field)
         loaded = self.loaded
         if self._steps is not None and loaded.steps is not None:
-            probabilities = await self._steps.submit(loaded, batch, deadline)
-            known = await asyncio.get_running_loop().run_in_executor(None, known_word_fractions, loaded, batch)
+            probabilities, known = await self._steps.submit(loaded, batch, deadline)
             return Scored(loaded.model, label(loaded.model, probabilities, known))
         if len(batch) <= self.settings.max_batch_size:
             return await self._batcher.submit((loaded, batch), len(batch), deadline)

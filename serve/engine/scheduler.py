@@ -183,6 +183,19 @@ class StepScheduler(Generic[T]):
         """Rows in the active set now (read from the scheduler thread's last step)."""
         return len(self._rows)
 
+    def check_room(self, items: int) -> None:
+        """Raise :class:`~serve.ops.errors.Overloaded` (or ModelNotReady once closed) if ``items`` more texts
+        would not fit the queue now: lets a caller refuse before preparing them (:meth:`submit` checks again)."""
+        with self._lock:
+            self._check_room(items)
+
+    def _check_room(self, items: int) -> None:
+        if self._closed:
+            raise ModelNotReady("the server is shutting down")
+        if self._queued_units + items > self._max_queue_size:
+            raise Overloaded(f"queue full ({self._queued_units} of {self._max_queue_size} texts waiting); "
+                             "retry with backoff")
+
     async def submit(self, items: Sequence[T], deadline: float | None = None) -> np.ndarray:
         """Score ``items``; returns P(positive) float32 [len(items)] in their order.
 
@@ -196,11 +209,7 @@ class StepScheduler(Generic[T]):
         loop = asyncio.get_running_loop()
         request = _Request(items, deadline, loop.create_future(), self._clock())
         with self._lock:
-            if self._closed:
-                raise ModelNotReady("the server is shutting down")
-            if self._queued_units + len(items) > self._max_queue_size:
-                raise Overloaded(f"queue full ({self._queued_units} of {self._max_queue_size} texts waiting); "
-                                 "retry with backoff")
+            self._check_room(len(items))
             if self._thread is None:  # started lazily, to hand results back to the caller's loop
                 self._loop = loop
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)

@@ -20,29 +20,31 @@ from typing import Protocol
 import numpy as np
 from tokenizers import Tokenizer
 
-from runtime.preprocessing import encode_texts, pad_batch
+from runtime.preprocessing import Vocabulary, encode_for_model, encode_texts, pad_batch
 from runtime.repository import ModelVersion, RepositoryError
 from runtime.run_cost import DEFAULT_RUN_COST, RunCost, fit_run_cost
-from runtime.session import ModelRunner, providers_for, session_options, usable_cpus
+from runtime.session import ModelRunner, providers_for, session_options, thread_plan
 from runtime.step_runner import StepRunner, open_step_runner
-from serve.engine.scheduler import SchedulerObserver, StepPolicy, StepScheduler
+from serve.engine.data_parallel import DataParallelSteps
+from serve.engine.scheduler import SchedulerObserver, StepModel, StepPolicy, StepScheduler
 from serve.ops.settings import Settings
 
 log = logging.getLogger("serve.engine.step_engine")
 AGREEMENT = 1e-5  # steps vs whole graph on the probe texts: the fp32 promise (one text, one answer)
 
 
-def step_threads(settings: Settings) -> int:
-    """ONNX Runtime threads of the one step loop: ``--intra-op-threads``, else every usable CPU.
+def step_threads(settings: Settings) -> tuple[int, int]:
+    """(shard sessions, ONNX Runtime threads each) of the step loop, from the same plan as the workers.
 
-    One loop runs every step, so a request alone gets all the threads, and under load the
-    threads work on the full batch of rows.
+    By default one single-thread shard per usable CPU (:func:`~runtime.session.thread_plan`):
+    under load a step's rows are split across them (:mod:`serve.engine.data_parallel`), and a
+    step with too few rows to split runs on one more session that has all of their threads.
     """
-    return settings.intra_op_threads or usable_cpus()
+    return thread_plan(settings)
 
 
 def load_step_runner(model: ModelVersion, settings: Settings) -> StepRunner | None:
-    """The version's step runner for ``--batching steps``, or None (logged once) when it cannot have one.
+    """The version's step runner with every step thread, or None (logged once) when it cannot have one.
 
     int8 stays on the whole-sequence path: dynamic quantization scales activations by the
     whole input tensor, so a row's answer would depend on its batch-mates.
@@ -52,14 +54,28 @@ def load_step_runner(model: ModelVersion, settings: Settings) -> StepRunner | No
         reason = f"--precision {settings.precision}: the step graph is fp32 only"
     runner = None
     if reason is None:
-        options = session_options(dataclasses.replace(settings, workers=1, intra_op_threads=step_threads(settings)))
-        runner = open_step_runner(model, options, providers_for(settings))
+        shards, threads = step_threads(settings)
+        runner = _open(model, settings, shards * threads)
         if runner is None:
             reason = "the version has no step graph (metadata.json has no 'steps' section; re-export it)"
     if reason is not None:
         log.warning("--batching steps falls back to whole-sequence batching",
                     extra={"model": model.name, "version": model.version, "reason": reason})
     return runner
+
+
+def _open(model: ModelVersion, settings: Settings, threads: int) -> StepRunner | None:
+    options = session_options(dataclasses.replace(settings, workers=1, intra_op_threads=threads))
+    return open_step_runner(model, options, providers_for(settings))
+
+
+def data_parallel_steps(model: ModelVersion, settings: Settings, lone: StepRunner) -> DataParallelSteps:
+    """The scheduler's step model: ``lone`` (every thread) plus one session per shard (see :func:`step_threads`)."""
+    shards, threads = step_threads(settings)
+    if shards == 1 or settings.device == "cuda":  # a GPU runs a step's rows in one call
+        return DataParallelSteps([lone])
+    sessions = [_open(model, settings, threads) for _ in range(shards)]
+    return DataParallelSteps([s for s in sessions if s is not None], lone)
 
 
 def check_agreement(steps: StepRunner, whole: ModelRunner, ids: Sequence[Sequence[int]], step_tokens: int) -> None:
@@ -73,9 +89,14 @@ def check_agreement(steps: StepRunner, whole: ModelRunner, ids: Sequence[Sequenc
 
 @dataclass(frozen=True)
 class PreparedSteps:
-    """A version's step runner, checked and warmed, and the measured cost of its steps (for the step size)."""
+    """A version's step sessions, checked and warmed, and the measured cost of its steps (for the step size).
+
+    ``runner``: one session with every step thread (the agreement check, Explain);
+    ``parallel``: what the scheduler steps (``runner`` for few rows, shards under load).
+    """
 
     runner: StepRunner
+    parallel: DataParallelSteps
     cost: RunCost = DEFAULT_RUN_COST
 
 
@@ -91,21 +112,25 @@ def prepare_steps(model: ModelVersion, settings: Settings, whole: ModelRunner,
         return None
     ids = encode_texts(tokenizer, list(probe_texts), model.max_tokens, model.head_tokens, model.unk_id)
     check_agreement(runner, whole, ids, settings.step_tokens)
+    parallel = data_parallel_steps(model, settings, runner)
     if not settings.warmup:
-        return PreparedSteps(runner)
+        return PreparedSteps(runner, parallel)
     rows, k = settings.max_active_rows, settings.step_tokens
-    for batch in sorted({1, min(8, rows), rows}):  # first runs allocate and pick kernels
-        runner.head(runner.step(np.full((batch, k), model.unk_id, dtype=np.int64), np.full(batch, k, dtype=np.int64),
-                                runner.initial_state(batch)), np.full(batch, k, dtype=np.int64))
-    prepared = PreparedSteps(runner, measure_step_cost(runner, model.unk_id, min(rows, 16), k))
+    for batch in sorted({1, min(8, rows), rows}):  # first runs allocate and pick kernels, in every session
+        parallel.head(parallel.step(np.full((batch, k), model.unk_id, dtype=np.int64),
+                                    np.full(batch, k, dtype=np.int64), parallel.initial_state(batch)),
+                      np.full(batch, k, dtype=np.int64))
+    prepared = PreparedSteps(runner, parallel, measure_step_cost(parallel, model.unk_id, min(rows, 16), k))
+    shards, threads = step_threads(settings)
     log.info("step graph ready", extra={"model": model.name, "version": model.version, "step_tokens": k,
-                                        "max_active_rows": rows, "step_threads": step_threads(settings),
+                                        "max_active_rows": rows, "step_shards": parallel.shards,
+                                        "threads_per_shard": threads, "lone_step_threads": shards * threads,
                                         "step_cost_us": {f: round(getattr(prepared.cost, f) * 1e6, 2)
                                                          for f in ("per_run", "per_step", "per_row_step")}})
     return prepared
 
 
-def measure_step_cost(runner: StepRunner, unk_id: int, rows: int, max_step_tokens: int,
+def measure_step_cost(runner: StepModel, unk_id: int, rows: int, max_step_tokens: int,
                       repeats: int = 3) -> RunCost:
     """Fit a :class:`~runtime.run_cost.RunCost` to steps of 1 and ``rows`` rows (best of ``repeats``; a few ms)."""
     def best_time(batch: int, length: int) -> float:
@@ -133,42 +158,70 @@ class Servable(Protocol):
     @property
     def tokenizer(self) -> Tokenizer: ...
 
+    @property
+    def vocabulary(self) -> Vocabulary: ...
 
 
 class StepBatching:
-    """Routes requests to the step scheduler of the model version they were admitted under."""
+    """Routes requests to the step scheduler of the model version they were admitted under.
+
+    Texts are tokenized before they join the queue, off the event loop and off the scheduler
+    thread (which only runs steps), once: the same pass gives the known-word fractions.
+    """
 
     def __init__(self, settings: Settings, observer: SchedulerObserver) -> None:
         self._settings = settings
         self._observer = observer
-        self._schedulers: dict[Servable, StepScheduler[str]] = {}
+        self._schedulers: dict[Servable, StepScheduler[np.ndarray]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
 
     def serve(self, loaded: Servable) -> None:
         """On the loop: new requests are for ``loaded``; the schedulers of older versions drain and stop."""
         for old in [key for key in self._schedulers if key is not loaded]:
-            task = asyncio.get_running_loop().create_task(self._schedulers.pop(old).close(drain=True))
+            task = asyncio.get_running_loop().create_task(self._retire(old, self._schedulers.pop(old)))
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
         if loaded not in self._schedulers and loaded.steps is not None:
             self._schedulers[loaded] = self._scheduler(loaded)
 
-    def _scheduler(self, loaded: Servable) -> StepScheduler[str]:
-        model, steps, tokenizer, s = loaded.model, loaded.steps, loaded.tokenizer, self._settings
+    @staticmethod
+    async def _retire(loaded: Servable, scheduler: StepScheduler[np.ndarray]) -> None:
+        await scheduler.close(drain=True)
+        if loaded.steps is not None:
+            loaded.steps.parallel.close()
+
+    def _scheduler(self, loaded: Servable) -> StepScheduler[np.ndarray]:
+        model, steps, s = loaded.model, loaded.steps, self._settings
         assert steps is not None
-
-        def encode(texts: list[str]) -> list[list[int]]:
-            return encode_texts(tokenizer, texts, model.max_tokens, model.head_tokens, model.unk_id)
-
         policy = StepPolicy(s.max_active_rows, s.step_tokens, steps.cost)
-        return StepScheduler(steps.runner, encode, policy=policy, max_queue_size=s.max_queue_size,
+        return StepScheduler(steps.parallel, list, policy=policy, max_queue_size=s.max_queue_size,
                              observer=self._observer, name=f"steps_v{model.version}")
 
-    async def submit(self, loaded: Servable, texts: list[str], deadline: float | None) -> np.ndarray:
-        """P(positive) float32 [len(texts)] from ``loaded``'s scheduler (see :meth:`StepScheduler.submit`)."""
-        return await self._schedulers[loaded].submit(texts, deadline)
+    async def submit(self, loaded: Servable, texts: list[str],
+                     deadline: float | None) -> tuple[np.ndarray, list[float]]:
+        """P(positive) float32 [len(texts)] from ``loaded``'s scheduler (see :meth:`StepScheduler.submit`),
+        and each text's known-word fraction."""
+        scheduler = self._schedulers[loaded]
+        scheduler.check_room(len(texts))  # refuse before tokenizing what the queue cannot take
+        model = loaded.model
+        inputs = await asyncio.get_running_loop().run_in_executor(
+            None, encode_for_model, loaded.tokenizer, loaded.vocabulary, texts, model.max_tokens, model.head_tokens)
+        ids, known = [], []
+        for i, x in enumerate(inputs):
+            if x is None:  # the core's validation lets no such text through
+                raise RuntimeError(f"text {i} of the request has nothing to read but was admitted")
+            ids.append(np.asarray(x.ids, dtype=np.int64))
+            known.append(x.known_word_fraction)
+        return await scheduler.submit(ids, deadline), known
 
     async def close(self) -> None:
         """Shutdown: every scheduler finishes its admitted requests and refuses queued ones."""
-        schedulers, self._schedulers = list(self._schedulers.values()), {}
-        await asyncio.gather(*(scheduler.close() for scheduler in schedulers), *self._retiring)
+        schedulers, self._schedulers = dict(self._schedulers), {}
+        await asyncio.gather(*(self._close(loaded, scheduler) for loaded, scheduler in schedulers.items()),
+                             *self._retiring)
+
+    @staticmethod
+    async def _close(loaded: Servable, scheduler: StepScheduler[np.ndarray]) -> None:
+        await scheduler.close()
+        if loaded.steps is not None:
+            loaded.steps.parallel.close()

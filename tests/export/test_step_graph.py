@@ -27,11 +27,15 @@ def session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-@pytest.fixture(scope="module")
-def graphs(tmp_path_factory: pytest.TempPathFactory):
-    """A small random SentimentLSTM exported whole (model.onnx) and as step + head graphs."""
+@pytest.fixture(scope="module", params=["max_mean", "streaming"])
+def graphs(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest):
+    """A small random SentimentLSTM of each pooling exported whole (model.onnx) and as step + head graphs."""
     torch.manual_seed(0)
-    model = SentimentLSTM(ModelConfig(vocab_size=VOCAB, embedding_dim=6, hidden_size=10, pad_id=PAD)).eval()
+    model = SentimentLSTM(ModelConfig(vocab_size=VOCAB, embedding_dim=6, hidden_size=10, pad_id=PAD,
+                                      pooling=request.param)).eval()
+    if request.param == "streaming":  # spread the attention scores, so that the running maximum moves
+        with torch.no_grad():
+            model.attention.weight.mul_(8.0)
     folder = tmp_path_factory.mktemp("step_graph")
     export_onnx(model, folder / "model.onnx")
     section = export_step_graphs(model, folder)
@@ -53,7 +57,7 @@ def test_step_graph_uses_the_fused_lstm_with_initial_state_and_lengths(graphs) -
     assert list(lstm.input[4:7]) == ["sequence_lens", "initial_h", "initial_c"]
     assert not {n.op_type for n in step.graph.node} & {"Loop", "Scan"}
     head_inputs = [i.name for i in onnx.load(str(folder / "head.onnx")).graph.input]
-    assert head_inputs == ["max", "sum_out", "sum_emb", "lengths"]
+    assert head_inputs in (["max", "sum_out", "sum_emb", "lengths"], ["h", "max", "weight_sum", "weighted"])
 
 
 sequences_strategy = st.lists(st.lists(st.integers(1, VOCAB - 1), min_size=1, max_size=70), min_size=1, max_size=6)
@@ -122,15 +126,28 @@ def test_refuses_an_lstm_the_step_graph_cannot_express() -> None:
         onnx_lstm_weights(model.lstm)
 
 
-def test_refuses_a_pooling_it_does_not_carry_and_export_publishes_whole_only(tmp_path) -> None:
-    """A v2 'streaming' model has no step graph (yet): export says so and writes none."""
+def test_export_publishes_a_checked_step_graph_for_each_pooling(tmp_path) -> None:
+    """Both poolings get a step graph whose parity with model.onnx export measures (and would refuse)."""
     from export.pipeline import step_section
+
+    for pooling in ("max_mean", "streaming"):
+        folder = tmp_path / pooling
+        folder.mkdir()
+        model = SentimentLSTM(ModelConfig(vocab_size=VOCAB, embedding_dim=4, hidden_size=4, pooling=pooling)).eval()
+        export_onnx(model, folder / "model.onnx")
+        section = step_section(model, folder, PAD, 40)
+        assert section is not None and (folder / section["step_graph"]).exists()
+        assert section["parity"]["max_abs_diff_vs_whole"] <= 1e-5
+        assert [s["name"] for s in section["state"]][:3] == ["h", "c", "max"]
+
+
+def test_refuses_a_pooling_it_does_not_carry(tmp_path) -> None:
     from export.step_graph import export_step_graphs
 
-    model = SentimentLSTM(ModelConfig(vocab_size=VOCAB, embedding_dim=4, hidden_size=4, pooling="streaming"))
-    with pytest.raises(ValueError, match="max_mean pooling only"):
+    model = SentimentLSTM(ModelConfig(vocab_size=VOCAB, embedding_dim=4, hidden_size=4))
+    object.__setattr__(model.config, "pooling", "attention_only")  # a pooling from a future release
+    with pytest.raises(ValueError, match="carries max_mean and streaming pooling"):
         export_step_graphs(model, tmp_path)
-    assert step_section(model, tmp_path, 0, 16) is None
     assert not any(tmp_path.iterdir())
 
 
