@@ -1,6 +1,7 @@
-"""Head to head with Seldon MLServer (not a test): same model, same texts, same load, same protocol.
+"""Head to head with Seldon MLServer and NVIDIA Triton (not a test): same model, texts, load and protocol.
 
     python bench/mlserver_bench.py --mlserver-python /tmp/mlserver/bin/python [--seconds 6] [--rounds 2]
+        [--triton-python /tmp/pytriton/bin/python] [--servers ours ours-steps mlserver triton]
 
 MLServer is not a dependency of this project; install it in an environment of its own:
 
@@ -8,7 +9,18 @@ MLServer is not a dependency of this project; install it in an environment of it
     /tmp/mlserver/bin/pip install mlserver==1.7.1 uvloop==0.21.0 onnxruntime==1.32.0 tokenizers==0.23.3 numpy==2.4.6
 
 (uvloop 0.22 and later make MLServer 1.7.1's inference worker processes exit at start:
-"There is no current event loop in thread 'MainThread'".)
+"There is no current event loop in thread 'MainThread'".) Triton comes through PyTriton,
+which brings a tritonserver binary (2.45 with nvidia-pytriton 0.5.7) and its Python backend stub:
+
+    python3.11 -m venv /tmp/pytriton
+    /tmp/pytriton/bin/pip install nvidia-pytriton==0.5.7 onnxruntime==1.32.0 tokenizers==0.23.3 'numpy<2'
+
+(numpy 2 breaks the stub's BYTES tensors: "unpack_from requires a buffer of at least ...
+bytes"; the stub links the system's libpython3.11, so it is started with LD_LIBRARY_PATH set to
+the environment's own libpython, else "'_thread.RLock' object has no attribute
+'_recursion_count'". bench/triton_server.py binds the same tokenization and ONNX Runtime as a
+Triton model: ``--triton-instances`` instances of ``--triton-threads`` threads, dynamic batcher
+``--triton-max-batch-size`` / ``--triton-max-queue-delay-us``.)
 
 Both servers serve the shipped model over KServe v2 gRPC: ours (``python -m serve``, its
 defaults) and MLServer with ``bench/mlserver_runtime.py`` (the same tokenization and
@@ -48,6 +60,7 @@ from protos.inference import grpc_predict_v2_pb2 as pb  # noqa: E402
 from protos.inference import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
 
 MODEL = "imdb-lstm"
+SERVERS = ("ours", "ours-steps", "mlserver", "triton")
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -71,9 +84,11 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(times.get(pid, 0.0) for pid in tree)
 
 
-def infer_request(texts: list[str]) -> pb.ModelInferRequest:
+def infer_request(texts: list[str], batched_model: bool = False) -> pb.ModelInferRequest:
+    """A ModelInfer of ``texts`` as typed BYTES ``[n]``, or ``[n, 1]`` for a Triton model with a batch dimension."""
     request = pb.ModelInferRequest(model_name=MODEL)
-    request.inputs.add(name="text", datatype="BYTES", shape=[len(texts)]).contents.bytes_contents.extend(
+    shape = [len(texts), 1] if batched_model else [len(texts)]
+    request.inputs.add(name="text", datatype="BYTES", shape=shape).contents.bytes_contents.extend(
         t.encode("utf-8") for t in texts)
     return request
 
@@ -123,36 +138,59 @@ def start_mlserver(args: argparse.Namespace, folder: Path) -> tuple[subprocess.P
     return proc, grpc_port
 
 
-async def drive(port: int, texts: list[str], concurrency: int, seconds: float, warmup_s: float) -> dict[str, Any]:
+def start_triton(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
+    """Triton (through PyTriton, bench/triton_server.py) on free loopback ports."""
+    grpc_port = free_port()
+    libdir = subprocess.run([args.triton_python, "-c", "import sysconfig; print(sysconfig.get_config_var('LIBDIR'))"],
+                            capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    env = dict(os.environ, LD_LIBRARY_PATH=libdir, TOKENIZERS_PARALLELISM="false", OMP_WAIT_POLICY="PASSIVE")
+    command = [args.triton_python, str(ROOT / "bench" / "triton_server.py"), "--model-repository",
+               str(args.model_repository), "--grpc-port", str(grpc_port), "--http-port", str(free_port()),
+               "--metrics-port", str(free_port()), "--instances", str(args.triton_instances),
+               "--threads", str(args.triton_threads), "--max-batch-size", str(args.triton_max_batch_size),
+               "--max-queue-delay-us", str(args.triton_max_queue_delay_us)]
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return proc, grpc_port
+
+
+async def drive(port: int, texts: list[str], concurrency: int, seconds: float, warmup_s: float,
+                batched_model: bool = False) -> dict[str, Any]:
     """``concurrency`` closed-loop callers, one review per ModelInfer, for ``seconds`` after ``warmup_s``."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.GRPCInferenceServiceStub(channel)
 
         async def send(worker: int, call: int) -> None:
-            await stub.ModelInfer(infer_request([texts[(worker * 997 + call * concurrency) % len(texts)]]),
-                                  timeout=30)
+            text = texts[(worker * 997 + call * concurrency) % len(texts)]
+            await stub.ModelInfer(infer_request([text], batched_model), timeout=30)
 
         measured = await measure_calls(send, concurrency, seconds, warmup_s)
     return {"concurrency": concurrency, **load_row(*measured, texts_per_request=1)}
 
 
 def measure_server(name: str, args: argparse.Namespace, texts: list[str], sample: list[str]) -> dict[str, Any]:
-    """Start server ``name`` ("ours" or "mlserver"), check its answers, drive every concurrency, stop it."""
+    """Start server ``name`` (see SERVERS), check its answers, drive every concurrency, stop it."""
+    batched_model = name == "triton"
     with tempfile.TemporaryDirectory(prefix="mlserver-bench-") as folder:
         started = time.monotonic()
         if name == "ours":
             proc, port, _, _ = start_server(args)
+        elif name == "ours-steps":
+            steps = argparse.Namespace(**{**vars(args), "server_args": ["--batching", "steps", *args.server_args]})
+            proc, port, _, _ = start_server(steps)
+        elif name == "triton":
+            proc, port = start_triton(args)
         else:
             proc, port = start_mlserver(args, Path(folder))
         try:
             wait_ready(port, proc, timeout_s=120)
             ready_s = time.monotonic() - started
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                reply = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(infer_request(sample), timeout=60)
+                stub = pb_grpc.GRPCInferenceServiceStub(channel)
+                reply = stub.ModelInfer(infer_request(sample, batched_model), timeout=60)
             rows = []
             for concurrency in args.concurrency:
                 cpu, began = tree_cpu_seconds(proc.pid), time.monotonic()
-                row = asyncio.run(drive(port, texts, concurrency, args.seconds, args.warmup_s))
+                row = asyncio.run(drive(port, texts, concurrency, args.seconds, args.warmup_s, batched_model))
                 row["server_cpus"] = (tree_cpu_seconds(proc.pid) - cpu) / (time.monotonic() - began)
                 rows.append(row)
                 print(f"{name} c={concurrency}: {row['texts_per_s']:.0f} texts/s, p50 {row['p50_ms']:.2f} ms",
@@ -168,28 +206,41 @@ def measure_server(name: str, args: argparse.Namespace, texts: list[str], sample
 
 
 def markdown(results: dict[str, Any]) -> str:
-    ceiling = results["ceiling_texts_per_s"]
+    """One table: texts/s (p99 ms) per server and concurrency, and ours over each peer."""
+    ceiling, servers = results["ceiling_texts_per_s"], list(results["median"])
+    peers = [n for n in servers if n not in ("ours", "ours-steps")]
     lines = [f"Machine: {results['machine']}; {results['texts']} IMDB test reviews, one per `ModelInfer`; "
              f"{results['seconds']} s per row; {results['rounds']} round(s), median shown; in-process ceiling "
-             f"{ceiling:.0f} texts/s; MLServer {results['mlserver']}; `{results['command']}`", "",
-             "| concurrency | ours texts/s | p50 ms | p99 ms | vs ceiling | MLServer texts/s | p50 ms | p99 ms | "
-             "vs ceiling | ours / MLServer |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for ours, theirs in zip(results["median"]["ours"], results["median"]["mlserver"], strict=True):
-        lines.append(f"| {ours['concurrency']:.0f} | {ours['texts_per_s']:.0f} | {ours['p50_ms']:.2f} | "
-                     f"{ours['p99_ms']:.2f} | {ours['texts_per_s'] / ceiling:.2f}x | {theirs['texts_per_s']:.0f} | "
-                     f"{theirs['p50_ms']:.2f} | {theirs['p99_ms']:.2f} | {theirs['texts_per_s'] / ceiling:.2f}x | "
-                     f"{ours['texts_per_s'] / theirs['texts_per_s']:.2f}x |")
-    lines.append(f"\nSame answers: largest probability difference between the servers on {results['sample']} "
-                 f"reviews: {results['max_abs_diff']:.1e}. Model ready after start: ours "
-                 f"{results['ready_s']['ours']:.2f} s, MLServer {results['ready_s']['mlserver']:.2f} s.")
+             f"{ceiling:.0f} texts/s; {'; '.join(f'{k}: {v}' for k, v in results['configurations'].items())}; "
+             f"`{results['command']}`", "",
+             "| concurrency | " + " | ".join(f"{n} texts/s (p99 ms)" for n in servers) + " | "
+             + " | ".join(f"{o} / {peer}" for o in servers if o.startswith("ours") for peer in peers) + " |",
+             "|---:|" + "---:|" * (len(servers) + sum(o.startswith("ours") for o in servers) * len(peers))]
+    for i, concurrency in enumerate(results["concurrency"]):
+        row = {n: results["median"][n][i] for n in servers}
+        cells = [f"{row[n]['texts_per_s']:.0f} ({row[n]['p99_ms']:.1f})" for n in servers]
+        ratios = [f"{row[o]['texts_per_s'] / row[peer]['texts_per_s']:.2f}x" for o in servers if o.startswith("ours")
+                  for peer in peers]
+        lines.append(f"| {concurrency} | " + " | ".join(cells + ratios) + " |")
+    lines.append(f"\nSame answers: largest probability difference from ours on {results['sample']} reviews: "
+                 + ", ".join(f"{n} {d:.1e}" for n, d in results["max_abs_diff"].items())
+                 + ". Model ready after start: " + ", ".join(f"{n} {t:.2f} s" for n, t in results["ready_s"].items())
+                 + ".")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_server_options(parser)
-    parser.add_argument("--mlserver-python", required=True, help="a Python with mlserver, onnxruntime, tokenizers")
+    parser.add_argument("--servers", nargs="+", choices=SERVERS, default=["ours", "mlserver"],
+                        help="servers to measure, one at a time (the first is the reference for answers)")
+    parser.add_argument("--mlserver-python", help="a Python with mlserver, onnxruntime, tokenizers")
+    parser.add_argument("--triton-python", help="a Python with nvidia-pytriton, onnxruntime, tokenizers, numpy<2")
+    parser.add_argument("--triton-instances", type=int, default=len(os.sched_getaffinity(0)),
+                        help="Triton model instances (each runs batches on its own)")
+    parser.add_argument("--triton-threads", type=int, default=1, help="ONNX Runtime threads per Triton instance")
+    parser.add_argument("--triton-max-batch-size", type=int, default=32)
+    parser.add_argument("--triton-max-queue-delay-us", type=int, default=5000)
     parser.add_argument("--mlserver-workers", type=int, default=1, help="MLServer parallel_workers")
     parser.add_argument("--mlserver-threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="ONNX Runtime intra-op threads per MLServer worker")
@@ -206,25 +257,37 @@ def main() -> None:
 
     texts = load_texts(args.data, args.texts, seed=0)
     sample = texts[:16]
-    mlserver_version = subprocess.run([args.mlserver_python, "-c", "import mlserver; print(mlserver.__version__)"],
-                                      capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    if "triton" in args.servers and not args.triton_python:
+        parser.error("--servers triton needs --triton-python")
+    if "mlserver" in args.servers and not args.mlserver_python:
+        parser.error("--servers mlserver needs --mlserver-python")
+    configurations = {"ours": "defaults (--batching whole)", "ours-steps": "defaults with --batching steps"}
+    if "mlserver" in args.servers:
+        version = subprocess.run([args.mlserver_python, "-c", "import mlserver; print(mlserver.__version__)"],
+                                 capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        batching = (f"adaptive batching {args.mlserver_max_batch_size} / {args.mlserver_max_batch_time_ms} ms"
+                    if args.mlserver_max_batch_size > 1 else "adaptive batching off")
+        configurations["mlserver"] = (f"MLServer {version}, {args.mlserver_workers} worker(s) x "
+                                      f"{args.mlserver_threads} thread(s), {batching}")
+    if "triton" in args.servers:
+        configurations["triton"] = (f"Triton via PyTriton, {args.triton_instances} instance(s) x "
+                                    f"{args.triton_threads} thread(s), dynamic batcher {args.triton_max_batch_size} / "
+                                    f"{args.triton_max_queue_delay_us} us")
+    configurations = {n: c for n, c in configurations.items() if n in args.servers}
     ceiling = ort_in_process(argparse.Namespace(**{**vars(args), "seconds": 2.0}), texts)["ceiling_texts_per_s"]
-    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "mlserver": []}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in args.servers}
     for round_index in range(args.rounds):
-        for name in (("ours", "mlserver") if round_index % 2 == 0 else ("mlserver", "ours")):
+        for name in (args.servers if round_index % 2 == 0 else args.servers[::-1]):
             runs[name].append(measure_server(name, args, texts, sample))
-    batching = (f"adaptive batching max_batch_size {args.mlserver_max_batch_size}, max_batch_time "
-                f"{args.mlserver_max_batch_time_ms} ms" if args.mlserver_max_batch_size > 1
-                else "adaptive batching off (max_batch_size 1)")
     answers = {name: np.array(done[0]["probabilities"]) for name, done in runs.items()}
     median = {name: [{key: statistics.median(run["rows"][i][key] for run in done) for key in done[0]["rows"][i]}
                      for i in range(len(args.concurrency))] for name, done in runs.items()}
+    reference = answers[args.servers[0]]
     results = {"machine": machine(), "texts": len(texts), "seconds": args.seconds, "rounds": args.rounds,
-               "mlserver": f"{mlserver_version}, {args.mlserver_workers} worker(s) x {args.mlserver_threads} "
-                           f"thread(s), {batching}",
+               "configurations": configurations, "concurrency": args.concurrency,
                "command": "python " + " ".join(["bench/mlserver_bench.py", *sys.argv[1:]]),
                "ceiling_texts_per_s": ceiling, "sample": len(sample),
-               "max_abs_diff": float(np.abs(answers["ours"] - answers["mlserver"]).max()),
+               "max_abs_diff": {name: float(np.abs(a - reference).max()) for name, a in answers.items()},
                "ready_s": {name: statistics.median(run["ready_s"] for run in done) for name, done in runs.items()},
                "runs": runs, "median": median}
     write_results(args.out, args.results_name, results, markdown(results))
