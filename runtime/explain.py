@@ -10,19 +10,22 @@ Given the review's token ids with their character offsets and its sentence spans
   running probability and no effect (None), never an invented number.
 * **Running probability** of a sentence: the head applied to the state the step graph carries
   after the sentence's last read token, i.e. the model's answer had the review ended there.
-  The state is carried from sentence to sentence (one step call per sentence); no prefix is
-  ever scored again from the start. The last one is the review's probability (Predict's, within
-  the step graph's 1e-5 parity).
+  The state is carried from sentence to sentence; no prefix is ever scored again from the
+  start. The last one is the review's probability (Predict's, within the step graph's 1e-5 parity).
 * **Effect** of a sentence: P(review) - P(review without the sentence's read tokens), from the
-  same batched pass (:func:`read_with_and_without`): at each sentence's start a row takes the
+  same batched pass (:func:`explanation_plans`): at each sentence's start a row takes the
   carried state and sits that sentence out, then reads on beside the others (the prefix is
   shared, not re-read). A review left with no token scores as ``[unk_id]``, as Predict scores
   an empty one.
+
+The computation is a set of row plans (:mod:`runtime.row_plan`): :func:`explain_ids` runs them
+alone on a step runner; the server's step scheduler runs the same plans among predictions'
+rows (:func:`prepare_explanation`, then :meth:`ExplainJob.finish` on the answers).
 * **Swing** of a sentence: its running probability minus the previous read sentence's; the
   **turning point** is the sentence with the largest absolute swing (None with fewer than two
   read sentences); the **most decisive** sentence has the largest absolute effect.
 
-Cost, in model work: one step call per sentence, with 1, 2, ... ``sentences`` rows; the
+Cost, in model work: alone, one step call per sentence, with 2, 3, ... ``sentences + 1`` rows; the
 rows read what follows their sentence, about ``sentences / 2 + 1`` reviews' worth of
 row-steps in all, batched (bench/explain_bench.py measures it against Predict).
 """
@@ -36,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.preprocessing import truncate_head_tail
+from runtime.row_plan import RowPlan, Snapshot, StepModel, run_plans
 from runtime.sentences import Span
-from runtime.step_runner import State, StepRunner
 
 
 class TooManySentences(ValueError):
@@ -110,92 +113,105 @@ def _segments(sentence_ids: Sequence[int]) -> list[tuple[int, int, int]]:
     return runs
 
 
-def _rows(state: State, rows: np.ndarray | list[int] | slice) -> State:
-    return {name: value[rows] for name, value in state.items()}
+@dataclass(frozen=True)
+class ExplainJob:
+    """An explanation prepared: the row plans to run (:mod:`runtime.row_plan`) and what turns their
+    answers into an :class:`Explanation` (:meth:`finish`).
 
-
-def _stack(states: Sequence[State]) -> State:
-    return {name: np.concatenate([s[name] for s in states]) for name in states[0]}
-
-
-def _step_rows(runner: StepRunner, chunk: Sequence[int], state: State) -> State:
-    """Every row of ``state`` reads the same ids ``chunk`` (one step call, no padding)."""
-    rows = len(next(iter(state.values())))
-    ids = np.tile(np.asarray(chunk, dtype=np.int64), (rows, 1))
-    return runner.step(ids, np.full(rows, len(chunk), dtype=np.int64), state)
-
-
-def read_with_and_without(runner: StepRunner, read: Sequence[int],
-                          segments: Sequence[tuple[int, int, int]]) -> tuple[list[State], State]:
-    """One batched pass over ``read``, segment by segment (``(sentence, begin, end)`` positions in ``read``).
-
-    One row reads everything: its state after each segment is returned (the running states). At
-    each segment's start a new row takes that row's state and sits the segment out, then reads
-    on with the others. All rows of a step read the same ids, so nothing is padded; a step's
-    batch is the rows that exist by then (1, 2, ... ``len(segments)`` rows).
-    Returns (the running states, one ``[1, width]`` state per segment; the without-states,
-    ``[len(segments), width]``, whose row ``i`` is the review read without segment ``i``).
+    ``roots`` fill ``slots`` answers: first the running probability at each of ``cuts`` (token
+    counts), then P(review without segment ``i``) for each of ``segments``.
     """
-    running, without = runner.initial_state(1), None
-    after: list[State] = []
-    for _, begin, end in segments:
-        rows = running if without is None else _stack([running, without])
-        moved = _step_rows(runner, read[begin:end], rows)
-        sitting_out = running  # the new row: the state at this segment's start
-        running = _rows(moved, [0])
-        without = sitting_out if len(after) == 0 else _stack([_rows(moved, slice(1, None)), sitting_out])
-        after.append(running)
-    assert without is not None  # segments is never empty here
-    return after, without
+
+    roots: tuple[RowPlan, ...]
+    slots: int
+    spans: tuple[Span, ...]
+    offsets: tuple[tuple[int, int], ...]
+    positions: tuple[int, ...]
+    owner: tuple[int, ...]
+    segments: tuple[tuple[int, int, int], ...]
+    cuts: tuple[int, ...]
+    total_tokens: int
+    per_token: bool
+
+    def finish(self, results: np.ndarray) -> Explanation:
+        """The explanation from the plans' answers, float32 [slots] (from any executor)."""
+        answers = results.tolist()
+        if not self.segments:  # nothing read: scored as Predict scores it, one unknown token
+            empty = [SentenceExplanation(s, e, 0, 0, None, None, None) for s, e in self.spans]
+            return Explanation(answers[0], empty, None, None, self.total_tokens, 0, [])
+        running_at = dict(zip(self.cuts, answers[:len(self.cuts)], strict=True))
+        probability = running_at[len(self.positions)]
+        effects = {sentence: probability - p
+                   for (sentence, _, _), p in zip(self.segments, answers[len(self.cuts):], strict=True)}
+        return _assemble(probability, self.spans, list(self.owner), list(self.positions), self.offsets,
+                         list(self.segments), running_at, effects, self.total_tokens, self.per_token)
 
 
-def explain_ids(runner: StepRunner, ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[Span],
-                *, max_tokens: int, head_tokens: int, unk_id: int, per_token: bool = False,
-                max_sentences: int | None = None) -> Explanation:
-    """Explain a review given all its token ids (untruncated), their ``(start, end)`` offsets into the
-    original text, and its sentence spans in that text (see the module docstring).
+def explanation_plans(read: Sequence[int], segments: Sequence[tuple[int, int, int]], cuts: Sequence[int],
+                      unk_id: int) -> list[RowPlan]:
+    """Row plans computing the running probability at ``cuts`` (increasing, ending at ``len(read)``) and
+    P(``read`` without segment ``i``) for each ``(sentence, begin, end)`` of ``segments`` (which tile ``read``).
 
-    ``per_token``: also the running probability after each read token (one more pass, one step
-    call per token: several times slower). Raises :class:`TooManySentences` when the model
-    reads more than ``max_sentences`` sentences (sentences in a truncated middle do not count:
-    they cost nothing), else whatever the runner's sessions raise.
+    Slots: ``j`` for ``cuts[j]``, ``len(cuts) + i`` for segment ``i``. One root reads everything
+    and snapshots at the cuts; at each later segment's start a branch takes its state, skips
+    that segment and reads on (the prefix is shared, not re-read); the review without its
+    first segment is a second root. A review left with no token scores as ``[unk_id]``, as
+    Predict scores an empty one.
+    """
+    ids = np.asarray(read, dtype=np.int64)
+    without = len(cuts)
+    stops: dict[int, list[Snapshot | RowPlan]] = {}
+    for j, cut in enumerate(cuts[:-1]):
+        stops.setdefault(cut, []).append(Snapshot(j))
+    for i, (_, begin, end) in enumerate(segments[1:], start=1):
+        if end < len(ids):
+            stops.setdefault(begin, []).append(RowPlan(ids[end:], without + i, offset=begin))
+        else:  # the last segment: what is left is exactly the prefix before it
+            stops.setdefault(begin, []).append(Snapshot(without + i))
+    running = RowPlan(ids, len(cuts) - 1, stops={p: tuple(a) for p, a in stops.items()})
+    first_end = segments[0][2]
+    rest = ids[first_end:] if first_end < len(ids) else np.array([unk_id], dtype=np.int64)
+    return [running, RowPlan(rest, without)]
+
+
+def prepare_explanation(ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[Span], *,
+                        max_tokens: int, head_tokens: int, unk_id: int, per_token: bool = False,
+                        max_sentences: int | None = None) -> ExplainJob:
+    """The :class:`ExplainJob` of a review given all its token ids (untruncated), their ``(start, end)``
+    offsets into the original text, and its sentence spans in that text (see the module docstring).
+
+    ``per_token``: also the running probability after each read token (a snapshot at every
+    token). Raises :class:`TooManySentences` when the model reads more than ``max_sentences``
+    sentences (sentences in a truncated middle do not count: they cost nothing).
     """
     if ids and not spans:  # tokens where the splitter saw none (markup it and the tokenizer read apart)
         spans = [(offsets[0][0], offsets[-1][1])]
     positions = truncate_head_tail(list(range(len(ids))), max_tokens, head_tokens)
     read = [ids[p] for p in positions]
     owner = sentence_of_tokens([offsets[p][0] for p in positions], spans)
+    common = {"spans": tuple(spans), "offsets": tuple(tuple(o) for o in offsets), "positions": tuple(positions),
+              "owner": tuple(owner), "total_tokens": len(ids), "per_token": per_token}
     if not read:  # nothing to read: scored as Predict scores it, one unknown token
-        state = _step_rows(runner, [unk_id], runner.initial_state(1))
-        probability = float(runner.head(state, np.array([1], np.int64))[0])
-        empty = [SentenceExplanation(s, e, 0, 0, None, None, None) for s, e in spans]
-        return Explanation(probability, empty, None, None, len(ids), 0, [])
+        return ExplainJob((RowPlan(np.array([unk_id], dtype=np.int64), 0),), 1, segments=(), cuts=(), **common)
     segments = _segments(owner)
     if max_sentences is not None and len(segments) > max_sentences:
         raise TooManySentences(len(segments), max_sentences)
-    after, without = read_with_and_without(runner, read, segments)
-    cuts = [end for _, _, end in segments]
-    if per_token:  # the running state after every token, carried one token at a time
-        after, state = [], runner.initial_state(1)
-        for token in read:
-            state = _step_rows(runner, [token], state)
-            after.append(state)
-        cuts = list(range(1, len(read) + 1))
-    lengths = np.array([len(read) - (end - begin) for _, begin, end in segments], dtype=np.int64)
-    empty_rows = np.flatnonzero(lengths == 0)  # the review's only sentence: what is left is nothing
-    if len(empty_rows):
-        unk = _step_rows(runner, [unk_id], runner.initial_state(len(empty_rows)))
-        for name, value in unk.items():
-            without[name][empty_rows] = value
-        lengths[empty_rows] = 1
-    # One head call: the running states, then the rows without each sentence.
-    head = runner.head(_stack([*after, without]), np.concatenate([np.array(cuts, dtype=np.int64), lengths]))
-    running_at = dict(zip(cuts, head[:len(cuts)].tolist(), strict=True))
-    probability = running_at[len(read)]
-    effects = {sentence: probability - p for (sentence, _, _), p in zip(segments, head[len(cuts):].tolist(),
-                                                                        strict=True)}
-    return _assemble(probability, spans, owner, positions, offsets, segments, running_at, effects,
-                     len(ids), per_token)
+    cuts = list(range(1, len(read) + 1)) if per_token else [end for _, _, end in segments]
+    roots = explanation_plans(read, segments, cuts, unk_id)
+    return ExplainJob(tuple(roots), len(cuts) + len(segments), segments=tuple(segments), cuts=tuple(cuts), **common)
+
+
+def explain_ids(runner: StepModel, ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: Sequence[Span],
+                *, max_tokens: int, head_tokens: int, unk_id: int, per_token: bool = False,
+                max_sentences: int | None = None) -> Explanation:
+    """Explain a review alone on ``runner`` (:func:`prepare_explanation`, then :func:`~runtime.row_plan.run_plans`).
+
+    Raises :class:`TooManySentences` (see :func:`prepare_explanation`), else whatever the
+    runner's sessions raise.
+    """
+    job = prepare_explanation(ids, offsets, spans, max_tokens=max_tokens, head_tokens=head_tokens, unk_id=unk_id,
+                              per_token=per_token, max_sentences=max_sentences)
+    return job.finish(run_plans(runner, job.roots, job.slots))
 
 
 def _assemble(probability: float, spans: Sequence[Span], owner: list[int], positions: list[int],

@@ -176,6 +176,11 @@ class InferenceCore:
         return self._loaded
 
     @property
+    def step_batching(self) -> StepBatching | None:
+        """The step schedulers (``--batching steps``), or None on the whole-sequence path."""
+        return self._steps
+
+    @property
     def model(self) -> ModelVersion:
         """The served model version (:class:`ModelNotReady` before loading)."""
         return self.loaded.model

@@ -1,16 +1,24 @@
-"""Explain requests on the server: admission, limits, their own worker threads, the step graph per version.
+"""Explain requests on the server: admission, limits, and where their model work runs.
 
-Explain is heavier than Predict (a review's explanation reads it about ``sentences / 2 + 1``
-times), so it never shares the prediction queue: it has its own bounded queue and workers, a
-:class:`~serve.engine.batcher.Batcher` of one request per batch (``--explain-workers``,
-``--max-explain-queue``; a full queue answers RESOURCE_EXHAUSTED at once, like Predict's), and
-its own limit, ``--max-explain-sentences`` read per review (the cost grows with them). A
-request is validated by the core exactly as Predict validates a text (same errors), bound to
-the version serving when it is admitted, and explained by that version's step graph: the one the core serves with under
-``--batching steps``, else one opened on first use with the whole graph's session options
-and checked against it on the probe texts (1e-5) as the core checks its own. A version
-exported without a step graph answers :class:`~serve.ops.errors.ExplainUnavailable`
-(FAILED_PRECONDITION).
+An explanation is a set of row plans (runtime/explain.py, runtime/row_plan.py) on the
+version's step graph; it reads the review about ``sentences / 2 + 1`` times. Where it runs:
+
+* ``--batching steps`` (the version is served by a step scheduler): its rows join **the same
+  scheduler as the predictions**, taking turns with them row by row (round robin, at most
+  the per-request share of places), so an explanation never holds a prediction up for more
+  than a step, and its rows fill steps the predictions leave partly empty. At most
+  ``--explain-workers + --max-explain-queue`` explanations are in progress at once; beyond
+  that Explain answers RESOURCE_EXHAUSTED at once.
+* ``--batching whole``: there is no step scheduler; explanations run on their own
+  ``--explain-workers`` threads, one at a time each, behind a queue of ``--max-explain-queue``
+  (a :class:`~serve.engine.batcher.Batcher` of one request per batch), on a step graph opened
+  on first use with the whole graph's session options and checked against it on the probe
+  texts (1e-5) as the core checks its own.
+
+Either way a request is validated by the core exactly as Predict validates a text (same
+errors), bound to the version serving when it is admitted, and limited to
+``--max-explain-sentences`` read sentences (the cost grows with them). A version exported
+without a step graph answers :class:`~serve.ops.errors.ExplainUnavailable` (FAILED_PRECONDITION).
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from runtime.explain import Explanation, TooManySentences, explain_ids
+from runtime.explain import ExplainJob, Explanation, TooManySentences, explain_ids, prepare_explanation
 from runtime.preprocessing import encode_texts, encode_with_offsets
 from runtime.repository import ModelVersion, RepositoryError
 from runtime.sentences import split_sentences
@@ -27,7 +35,7 @@ from runtime.step_runner import StepRunner, open_step_runner
 from serve.engine.batcher import Batcher
 from serve.engine.core import PROBE_TEXTS, InferenceCore, LoadedModel
 from serve.engine.step_engine import check_agreement
-from serve.ops.errors import ExplainUnavailable, InvalidInput, ModelNotReady
+from serve.ops.errors import ExplainUnavailable, InvalidInput, ModelNotReady, Overloaded
 from serve.ops.settings import Settings
 
 
@@ -58,6 +66,7 @@ class ExplainService:
             max_concurrent=settings.explain_workers)
         self._lock = threading.Lock()
         self._runner: tuple[ModelVersion, StepRunner | None] | None = None  # the last version's, opened lazily
+        self._in_steps = 0  # explanations in progress on the step scheduler
 
     async def explain(self, text: str, per_token: bool = False, deadline: float | None = None) -> Explained:
         """Explain ``text`` with the version serving now; ``deadline`` is a time.monotonic() instant.
@@ -74,7 +83,38 @@ class ExplainService:
         loaded = self._core.loaded
         if loaded.model.metadata.get("steps") is None:
             raise ExplainUnavailable(unavailable_message(loaded.model))
+        steps = self._core.step_batching
+        if steps is not None and steps.serves_steps(loaded):
+            return await self._explain_on_steps(loaded, text, per_token, deadline)
         return await self._batcher.submit(_Request(loaded, text, per_token), 1, deadline)
+
+    async def _explain_on_steps(self, loaded: LoadedModel, text: str, per_token: bool,
+                                deadline: float | None) -> Explained:
+        """Prepare the plans in a worker thread, run them on the predictions' step scheduler, assemble."""
+        steps = self._core.step_batching
+        assert steps is not None
+        capacity = self._settings.explain_workers + self._settings.max_explain_queue
+        if self._in_steps >= capacity:
+            raise Overloaded(f"{self._in_steps} explanations in progress (at most {capacity}: --explain-workers + "
+                             "--max-explain-queue); retry with backoff")
+        self._in_steps += 1
+        try:
+            results, job = await steps.submit_plans(loaded, lambda: self._prepare(loaded, text, per_token), deadline)
+        finally:
+            self._in_steps -= 1
+        return Explained(loaded.model, text, job.finish(results))
+
+    def _prepare(self, loaded: LoadedModel, text: str, per_token: bool) -> tuple[tuple, int, ExplainJob]:
+        """Worker thread: tokenize with offsets, split sentences, build the row plans (InvalidInput: too many)."""
+        model = loaded.model
+        ids, offsets = encode_with_offsets(loaded.tokenizer, text)
+        try:
+            job = prepare_explanation(ids, offsets, split_sentences(text), max_tokens=model.max_tokens,
+                                      head_tokens=model.head_tokens, unk_id=model.unk_id, per_token=per_token,
+                                      max_sentences=self._settings.max_explain_sentences)
+        except TooManySentences as exc:
+            raise too_many(exc) from exc
+        return job.roots, job.slots, job
 
     async def close(self) -> None:
         """Refuse new requests; those being explained finish."""
@@ -115,9 +155,13 @@ class ExplainService:
                                       max_tokens=model.max_tokens, head_tokens=model.head_tokens, unk_id=model.unk_id,
                                       per_token=request.per_token, max_sentences=self._settings.max_explain_sentences)
         except TooManySentences as exc:
-            raise InvalidInput(f"text: {exc} per review (server flag --max-explain-sentences); send a shorter "
-                               "excerpt") from exc
+            raise too_many(exc) from exc
         return Explained(model, request.text, explanation)
+
+
+def too_many(exc: TooManySentences) -> InvalidInput:
+    """The INVALID_ARGUMENT for a review with more read sentences than --max-explain-sentences."""
+    return InvalidInput(f"text: {exc} per review (server flag --max-explain-sentences); send a shorter excerpt")
 
 
 def unavailable_message(model: ModelVersion) -> str:

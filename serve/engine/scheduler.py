@@ -17,6 +17,11 @@ each iteration is one step:
    more tokens in one call of ``model.step``, rows that reach their end get their answer from
    ``model.head`` and leave; a request is answered when its last text is.
 
+Besides texts, a request may bring :class:`~runtime.row_plan.RowPlan` s (:meth:`StepScheduler.submit_plans`,
+Explain): rows that pause at given positions for a snapshot (the head's answer there) or to
+branch (a new row starting from their state, which joins the request's waiting rows, ahead
+of its other texts). They take turns and places like any other rows.
+
 The queue is bounded in texts: a submit that would overflow it raises
 :class:`~serve.ops.errors.Overloaded` at once (RESOURCE_EXHAUSTED at the edge), as the batcher does.
 If a step fails, every request with a row in it gets the exception. Futures are touched only
@@ -31,12 +36,13 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
+from runtime.row_plan import RowPlan, Snapshot
 from runtime.run_cost import RunCost
 from serve.ops.errors import DeadlineExpired, ModelNotReady, Overloaded
 
@@ -126,21 +132,32 @@ class _Request(Generic[T]):
     deadline: float | None
     future: asyncio.Future[np.ndarray] = field(repr=False)
     enqueued: float
+    slots: int  # answers it waits for: one per text, or the plans' slots
+    # Rows waiting for a place: an item index (tokenized when it joins) or a plan with the state it starts from.
+    waiting: collections.deque[int | tuple[RowPlan, State | None]] = field(default_factory=collections.deque)
     results: np.ndarray = field(init=False, repr=False)
-    admitted: int = 0  # items given a row so far
-    answered: int = 0
+    active: int = 0  # rows in the active set
+    answered: int = 0  # slots filled
+    started: bool = False  # a row of it has joined (its queue wait is over)
+    in_ring: bool = False
     closed: bool = False  # cancelled, expired or failed: its rows leave at the next step
 
     def __post_init__(self) -> None:
-        self.results = np.empty(len(self.items), dtype=np.float32)
+        self.results = np.empty(self.slots, dtype=np.float32)
 
 
 @dataclass(eq=False)
 class _Row:
     request: _Request
-    index: int  # which item of the request
-    ids: np.ndarray  # int64 [length]
+    plan: RowPlan
     read: int = 0
+
+    def next_pause(self) -> int:
+        """Tokens of the plan's ids read at the row's next stop or its end."""
+        for position in self.plan.stop_positions:
+            if position > self.read:
+                return position
+        return len(self.plan.ids)
 
 
 class StepScheduler(Generic[T]):
@@ -206,18 +223,48 @@ class StepScheduler(Generic[T]):
         """
         if not items:
             return np.empty(0, dtype=np.float32)
+        return await self.enqueue(items, deadline)
+
+    def enqueue(self, items: Sequence[T], deadline: float | None = None) -> Coroutine[None, None, np.ndarray]:
+        """:meth:`submit` in two halves: queues ``items`` (1 or more) now, raising as :meth:`submit` does;
+        the coroutine returned waits for the answers."""
         loop = asyncio.get_running_loop()
-        request = _Request(items, deadline, loop.create_future(), self._clock())
+        request = _Request(items, deadline, loop.create_future(), self._clock(), len(items),
+                           collections.deque(range(len(items))))
+        self._add(request, loop)
+        return self._answer_of(request)
+
+    def enqueue_plans(self, roots: Sequence[RowPlan], slots: int,
+                      deadline: float | None = None) -> Coroutine[None, None, np.ndarray]:
+        """Queue row plans (:mod:`runtime.row_plan`) now, to run among the other requests' rows; the
+        coroutine returned waits for their answers, float32 [slots]. Each root counts as one text
+        against the queue bound; its branches do not (they are admitted work). Errors and
+        cancellation as :meth:`submit`.
+        """
+        loop = asyncio.get_running_loop()
+        request: _Request[T] = _Request((), deadline, loop.create_future(), self._clock(), slots,
+                                        collections.deque((plan, None) for plan in roots))
+        self._add(request, loop)
+        return self._answer_of(request)
+
+    async def submit_plans(self, roots: Sequence[RowPlan], slots: int, deadline: float | None = None) -> np.ndarray:
+        """:meth:`enqueue_plans` and wait for the answers."""
+        return await self.enqueue_plans(roots, slots, deadline)
+
+    def _add(self, request: _Request[T], loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
-            self._check_room(len(items))
+            self._check_room(len(request.waiting))
             if self._thread is None:  # started lazily, to hand results back to the caller's loop
                 self._loop = loop
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
             self._ring.append(request)
-            self._queued_units += len(items)
+            request.in_ring = True
+            self._queued_units += len(request.waiting)
             self._report_depth()
             self._wake.notify()
+
+    async def _answer_of(self, request: _Request[T]) -> np.ndarray:
         try:
             return await request.future
         except asyncio.CancelledError:
@@ -246,13 +293,14 @@ class StepScheduler(Generic[T]):
             self._unqueue(request)
 
     def _unqueue(self, request: _Request[T]) -> None:
-        """Under the lock: take ``request`` out of the queue, returning its unadmitted texts' units."""
-        try:
+        """Under the lock: take ``request`` out of the queue, returning its waiting rows' units."""
+        if request.in_ring:
             self._ring.remove(request)
-        except ValueError:  # not waiting (all its texts admitted already)
-            return
-        self._queued_units -= len(request.items) - request.admitted
-        self._report_depth()
+            request.in_ring = False
+        if request.waiting:
+            self._queued_units -= len(request.waiting)
+            request.waiting.clear()
+            self._report_depth()
 
     def _report_depth(self) -> None:
         if self._observer is not None:
@@ -279,12 +327,12 @@ class StepScheduler(Generic[T]):
                 self._post(answers)
 
     def _admit(self, free: int, answers: list[tuple[_Request[T], np.ndarray | BaseException]]
-               ) -> tuple[list[tuple[_Request[T], int]], tuple[float, ...]]:
-        """Under the lock: up to ``free`` (request, item index) pairs, one text per request per turn (round robin).
+               ) -> tuple[list[tuple[_Request[T], int | tuple[RowPlan, State | None]]], tuple[float, ...]]:
+        """Under the lock: up to ``free`` (request, waiting row) pairs, one row per request per turn (round robin).
 
         Requests met whose deadline has passed are closed, with their error added to ``answers``.
         """
-        chosen: list[tuple[_Request[T], int]] = []
+        chosen: list[tuple[_Request[T], int | tuple[RowPlan, State | None]]] = []
         waits: list[float] = []
         now = self._clock()
         cap = self._policy.rows_per_request
@@ -295,19 +343,22 @@ class StepScheduler(Generic[T]):
             if request.closed:
                 continue
             if request.deadline is not None and request.deadline <= now:
-                self._queued_units -= len(request.items) - request.admitted
+                self._queued_units -= len(request.waiting)
+                request.waiting.clear()
                 request.closed = True
                 answers.append((request, DeadlineExpired(f"deadline passed after {now - request.enqueued:.3f} s "
                                                          "waiting for the model")))
                 continue
-            if request.admitted == 0:
+            if not request.started:
                 waits.append(now - request.enqueued)
-            chosen.append((request, request.admitted))
-            request.admitted += 1
+                request.started = True
+            chosen.append((request, request.waiting.popleft()))
+            request.active += 1
             self._queued_units -= 1
             free -= 1
-            if request.admitted < len(request.items):
+            if request.waiting:
                 self._ring.append(request)
+                request.in_ring = True
         if chosen:
             self._report_depth()
         return chosen, tuple(waits)
@@ -316,23 +367,23 @@ class StepScheduler(Generic[T]):
         """Under the lock: the next request in turn that holds fewer than ``cap`` rows (taken off the ring)."""
         for _ in range(len(self._ring)):
             request = self._ring.popleft()
-            if request.admitted - request.answered < cap or request.closed:
+            request.in_ring = False
+            if request.active < cap or request.closed:
                 return request
             self._ring.append(request)
+            request.in_ring = True
         return None
 
     def _refuse_queued(self) -> None:
-        """Under the lock, closing without drain: requests with queued texts fail now."""
-        refused = [r for r in self._ring if not r.closed]
-        if not self._ring:
+        """Under the lock, closing without drain: requests with queued texts fail now (those with rows
+        in the active set already keep their waiting rows: branches of admitted work)."""
+        refused = [r for r in self._ring if not r.closed and not r.started]
+        if not refused:
             return
-        self._ring.clear()
-        self._queued_units = 0
-        self._report_depth()
         for request in refused:
+            self._unqueue(request)
             request.closed = True
-        if refused:
-            self._post([(r, ModelNotReady("the server is shutting down")) for r in refused])
+        self._post([(r, ModelNotReady("the server is shutting down")) for r in refused])
 
     def _drop_closed_rows(self, answers: list[tuple[_Request[T], np.ndarray | BaseException]]) -> None:
         """Rows of cancelled or failed requests, and of requests whose deadline passed, leave now."""
@@ -344,64 +395,96 @@ class StepScheduler(Generic[T]):
                 with self._lock:
                     self._unqueue(request)
                 answers.append((request, DeadlineExpired(f"deadline passed after {now - request.enqueued:.3f} s, "
-                                                         f"with {request.answered} of {len(request.items)} texts "
-                                                         "scored")))
+                                                         f"with {request.answered} of {request.slots} "
+                                                         f"{'texts scored' if request.items else 'answers ready'}")))
         self._compact()
 
-    def _join(self, admitted: list[tuple[_Request[T], int]],
+    def _join(self, admitted: list[tuple[_Request[T], int | tuple[RowPlan, State | None]]],
               answers: list[tuple[_Request[T], np.ndarray | BaseException]]) -> None:
-        """Tokenize the admitted items together and add them to the active set with the initial state."""
+        """Tokenize the admitted texts together and add every admitted row to the active set with its state."""
         if not admitted:
             return
         started = time.perf_counter()
+        texts = [(request, entry) for request, entry in admitted if isinstance(entry, int)]
         try:
-            encoded = self._encode([request.items[index] for request, index in admitted])
-            rows = [_Row(request, index, np.asarray(ids, dtype=np.int64))
-                    for (request, index), ids in zip(admitted, encoded, strict=True)]
-            if any(len(row.ids) == 0 for row in rows):
-                raise ValueError("encode returned an empty id list; every text needs at least one token")
+            encoded = self._encode([request.items[index] for request, index in texts]) if texts else []
+            made = iter(encoded)
+            rows, states = [], []
+            for request, entry in admitted:
+                if isinstance(entry, int):
+                    ids = np.asarray(next(made), dtype=np.int64)
+                    if len(ids) == 0:
+                        raise ValueError("encode returned an empty id list; every text needs at least one token")
+                    rows.append(_Row(request, RowPlan(ids, entry)))
+                    states.append(None)
+                else:
+                    rows.append(_Row(request, entry[0]))
+                    states.append(entry[1])
         except Exception as exc:
+            for request, _ in admitted:
+                request.active -= 1
             self._fail({request for request, _ in admitted}, exc, answers)
             return
         self._encode_seconds = time.perf_counter() - started
         fresh = self._model.initial_state(len(rows))
-        self._state = {k: np.concatenate([v, fresh[k]]) for k, v in self._state.items()}
+        joining = {name: np.concatenate([value[i:i + 1] if state is None else state[name]
+                                         for i, state in enumerate(states)])
+                   for name, value in fresh.items()}
+        self._state = {k: np.concatenate([v, joining[k]]) for k, v in self._state.items()}
         self._rows.extend(rows)
 
     def _step(self, others_waiting: bool, joins: int, queue_seconds: tuple[float, ...],
               answers: list[tuple[_Request[T], np.ndarray | BaseException]]) -> None:
-        """One model step on every active row; rows that end get the head's answer and leave."""
+        """One model step on every active row; rows that pause get the head's answer (or branch), rows
+        that end get it and leave."""
         rows = self._rows
-        remaining = np.fromiter((len(r.ids) - r.read for r in rows), dtype=np.int64, count=len(rows))
+        pauses = np.fromiter((row.next_pause() for row in rows), dtype=np.int64, count=len(rows))
+        reads = np.fromiter((row.read for row in rows), dtype=np.int64, count=len(rows))
+        remaining = pauses - reads
         k = self._policy.step_tokens(remaining, others_waiting)
         step_lengths = np.minimum(remaining, k)
         input_ids = np.full((len(rows), k), self._model.pad_id, dtype=np.int64)
         for i, row in enumerate(rows):
-            input_ids[i, :step_lengths[i]] = row.ids[row.read:row.read + step_lengths[i]]
+            input_ids[i, :step_lengths[i]] = row.plan.ids[row.read:row.read + step_lengths[i]]
         started = time.perf_counter()
-        probabilities = np.empty(0, dtype=np.float32)
+        heads: list[tuple[int, int, _Request[T], int]] = []  # (row, length, request, slot)
+        branches: list[tuple[_Request[T], RowPlan, int]] = []  # (request, plan, row whose state it takes)
+        ending: list[int] = []
         try:
             self._state = self._model.step(input_ids, step_lengths, self._state)
-            ending = np.flatnonzero(remaining <= k)
-            if len(ending):
-                lengths = np.fromiter((len(rows[i].ids) for i in ending), dtype=np.int64, count=len(ending))
-                probabilities = self._model.head({n: v[ending] for n, v in self._state.items()}, lengths)
+            for i, row in enumerate(rows):
+                row.read += int(step_lengths[i])
+                if row.read == len(row.plan.ids):
+                    ending.append(i)
+                    heads.append((i, row.plan.offset + row.read, row.request, row.plan.slot))
+                    continue
+                for action in row.plan.stops.get(row.read, ()) if row.read == pauses[i] else ():
+                    if isinstance(action, Snapshot):
+                        heads.append((i, row.plan.offset + row.read, row.request, action.slot))
+                    else:
+                        branches.append((row.request, action, i))
+            probabilities = np.empty(0, dtype=np.float32)
+            if heads:
+                at = np.array([h[0] for h in heads], dtype=np.int64)
+                probabilities = self._model.head({n: v[at] for n, v in self._state.items()},
+                                                 np.array([h[1] for h in heads], dtype=np.int64))
         except Exception as exc:
             log.exception("model step failed", extra={"rows": len(rows), "step_tokens": k})
             self._fail({row.request for row in rows}, exc, answers)
             self._rows, self._state = [], self._model.initial_state(0)
             return
         seconds = time.perf_counter() - started
-        for i, row in enumerate(rows):
-            row.read += int(step_lengths[i])
-        for j, i in enumerate(ending):
-            request = rows[i].request
-            request.results[rows[i].index] = probabilities[j]
+        for (_, _, request, slot), probability in zip(heads, probabilities.tolist(), strict=True):
+            request.results[slot] = probability
             request.answered += 1
-            if request.answered == len(request.items):
+            if request.answered == request.slots:
                 answers.append((request, request.results))
-        if len(ending):
-            keep = np.flatnonzero(remaining > k)
+        if branches:
+            self._branch(branches)
+        if ending:
+            for i in ending:
+                rows[i].request.active -= 1
+            keep = np.setdiff1d(np.arange(len(rows)), ending)
             self._rows = [rows[i] for i in keep]
             self._state = {n: v[keep] for n, v in self._state.items()}
         if self._observer is not None:
@@ -413,6 +496,19 @@ class StepScheduler(Generic[T]):
             except Exception:
                 log.exception("step observer failed")
         self._encode_seconds = 0.0
+
+    def _branch(self, branches: list[tuple[_Request[T], RowPlan, int]]) -> None:
+        """New rows from the state of the rows that reached their branch points: first in their request's turn."""
+        with self._lock:
+            for request, plan, i in reversed(branches):  # appendleft: keep the plans' order
+                if request.closed:
+                    continue
+                request.waiting.appendleft((plan, {n: v[i:i + 1].copy() for n, v in self._state.items()}))
+                self._queued_units += 1
+                if not request.in_ring:
+                    self._ring.appendleft(request)
+                    request.in_ring = True
+            self._report_depth()
 
     def _fail(self, requests: set[_Request[T]], exc: BaseException,
               answers: list[tuple[_Request[T], np.ndarray | BaseException]]) -> None:

@@ -10,18 +10,20 @@ hot reload never mixes versions inside one answer, as on the whole-sequence path
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 from tokenizers import Tokenizer
 
 from runtime.preprocessing import Vocabulary, encode_for_model, encode_texts, pad_batch
 from runtime.repository import ModelVersion, RepositoryError
+from runtime.row_plan import RowPlan
 from runtime.run_cost import DEFAULT_RUN_COST, RunCost, fit_run_cost
 from runtime.session import ModelRunner, providers_for, session_options, thread_plan
 from runtime.step_runner import StepRunner, open_step_runner
@@ -30,6 +32,7 @@ from serve.engine.scheduler import SchedulerObserver, StepModel, StepPolicy, Ste
 from serve.ops.settings import Settings
 
 log = logging.getLogger("serve.engine.step_engine")
+R = TypeVar("R")
 AGREEMENT = 1e-5  # steps vs whole graph on the probe texts: the fp32 promise (one text, one answer)
 
 
@@ -174,6 +177,9 @@ class StepBatching:
         self._observer = observer
         self._schedulers: dict[Servable, StepScheduler[np.ndarray]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        # Requests admitted under a version, still preparing their rows (tokenizing) before they queue:
+        # a version's scheduler retires only once none is left, so a hot reload refuses none of them.
+        self._preparing: collections.Counter[StepScheduler[np.ndarray]] = collections.Counter()
 
     def serve(self, loaded: Servable) -> None:
         """On the loop: new requests are for ``loaded``; the schedulers of older versions drain and stop."""
@@ -184,8 +190,9 @@ class StepBatching:
         if loaded not in self._schedulers and loaded.steps is not None:
             self._schedulers[loaded] = self._scheduler(loaded)
 
-    @staticmethod
-    async def _retire(loaded: Servable, scheduler: StepScheduler[np.ndarray]) -> None:
+    async def _retire(self, loaded: Servable, scheduler: StepScheduler[np.ndarray]) -> None:
+        while self._preparing[scheduler]:  # milliseconds: tokenizing the last requests admitted under it
+            await asyncio.sleep(0.001)
         await scheduler.close(drain=True)
         if loaded.steps is not None:
             loaded.steps.parallel.close()
@@ -204,15 +211,39 @@ class StepBatching:
         scheduler = self._schedulers[loaded]
         scheduler.check_room(len(texts))  # refuse before tokenizing what the queue cannot take
         model = loaded.model
-        inputs = await asyncio.get_running_loop().run_in_executor(
-            None, encode_for_model, loaded.tokenizer, loaded.vocabulary, texts, model.max_tokens, model.head_tokens)
-        ids, known = [], []
-        for i, x in enumerate(inputs):
-            if x is None:  # the core's validation lets no such text through
-                raise RuntimeError(f"text {i} of the request has nothing to read but was admitted")
-            ids.append(np.asarray(x.ids, dtype=np.int64))
-            known.append(x.known_word_fraction)
-        return await scheduler.submit(ids, deadline), known
+        self._preparing[scheduler] += 1
+        try:
+            inputs = await asyncio.get_running_loop().run_in_executor(
+                None, encode_for_model, loaded.tokenizer, loaded.vocabulary, texts, model.max_tokens,
+                model.head_tokens)
+            ids, known = [], []
+            for i, x in enumerate(inputs):
+                if x is None:  # the core's validation lets no such text through
+                    raise RuntimeError(f"text {i} of the request has nothing to read but was admitted")
+                ids.append(np.asarray(x.ids, dtype=np.int64))
+                known.append(x.known_word_fraction)
+            answer = scheduler.enqueue(ids, deadline)
+        finally:
+            self._preparing[scheduler] -= 1
+        return await answer, known
+
+    async def submit_plans(self, loaded: Servable, prepare: Callable[[], tuple[Sequence[RowPlan], int, R]],
+                           deadline: float | None) -> tuple[np.ndarray, R]:
+        """Run the row plans that ``prepare()`` (called in a worker thread) returns, with ``slots`` answers, on
+        ``loaded``'s scheduler among the predictions' rows; returns the answers and what ``prepare`` returned
+        third (Explain's job). Raises what ``prepare`` raises, and as :meth:`StepScheduler.submit_plans`."""
+        scheduler = self._schedulers[loaded]
+        self._preparing[scheduler] += 1
+        try:
+            roots, slots, job = await asyncio.get_running_loop().run_in_executor(None, prepare)
+            answer = scheduler.enqueue_plans(roots, slots, deadline)
+        finally:
+            self._preparing[scheduler] -= 1
+        return await answer, job
+
+    def serves_steps(self, loaded: Servable) -> bool:
+        """Whether ``loaded`` is served by a step scheduler here."""
+        return loaded in self._schedulers
 
     async def close(self) -> None:
         """Shutdown: every scheduler finishes its admitted requests and refuses queued ones."""

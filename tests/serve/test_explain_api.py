@@ -149,3 +149,47 @@ def test_unread_sentences_do_not_count_against_the_sentence_limit(explaining) ->
     reply = stub(explaining).Explain(pb.ExplainRequest(text=long_middle), timeout=TIMEOUT)
     assert len(reply.sentences) == 39 and reply.tokens_read == 64
     assert sum(s.tokens_read > 0 for s in reply.sentences) == 9
+
+
+def test_with_step_batching_explanations_share_the_prediction_scheduler_and_its_limits(trained_repository) -> None:
+    """Under --batching steps an explanation's rows run on the predictions' step scheduler: same numbers as
+    the explain workers give, predictions answered while explanations are in progress, and at most
+    --explain-workers + --max-explain-queue explanations at once (then RESOURCE_EXHAUSTED)."""
+    whole = ServerThread(make_settings(trained_repository, batching="whole"))
+    try:
+        expected = stub(whole).Explain(pb.ExplainRequest(text=TURNING), timeout=TIMEOUT)
+    finally:
+        whole.close()
+    running = ServerThread(make_settings(trained_repository, batching="steps", explain_workers=1, max_explain_queue=1))
+    explainer = running.server.explainer
+    scheduler = running.server.core.step_batching
+    entered, release = threading.Semaphore(0), threading.Event()
+    prepare = explainer._prepare  # noqa: SLF001 - holding explanations in progress, not steering them
+
+    def gated(*args):
+        entered.release()
+        assert release.wait(TIMEOUT)
+        return prepare(*args)
+
+    explainer._prepare = gated  # noqa: SLF001
+    api = stub(running)
+    try:
+        held = [api.Explain.future(pb.ExplainRequest(text=TURNING), timeout=TIMEOUT) for _ in range(2)]
+        assert entered.acquire(timeout=TIMEOUT) and entered.acquire(timeout=TIMEOUT)
+        with pytest.raises(grpc.RpcError) as raised:
+            api.Explain(pb.ExplainRequest(text="one too many"), timeout=TIMEOUT)
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "at most 2" in raised.value.details()
+        assert api.Predict(pb.PredictRequest(text=TURNING), timeout=TIMEOUT).prediction.label == "negative"
+        release.set()
+        for future in held:
+            reply = future.result()
+            assert reply.turning_point == expected.turning_point == 3
+            for got, want in zip(reply.sentences, expected.sentences, strict=True):
+                assert (got.start, got.end) == (want.start, want.end)
+                assert got.running_probability == pytest.approx(want.running_probability, abs=1e-5)
+                assert got.effect == pytest.approx(want.effect, abs=1e-5)
+        assert scheduler is not None and scheduler.serves_steps(running.server.core.loaded)
+    finally:
+        release.set()
+        running.close()
