@@ -25,10 +25,10 @@ from runtime.preprocessing import Vocabulary, encode_for_model, encode_texts, pa
 from runtime.repository import ModelVersion, RepositoryError
 from runtime.row_plan import RowPlan
 from runtime.run_cost import DEFAULT_RUN_COST, RunCost, fit_run_cost
-from runtime.session import ModelRunner, providers_for, session_options, thread_plan
+from runtime.session import ModelRunner, providers_for, session_options, usable_cpus
 from runtime.step_runner import StepRunner, open_step_runner
-from serve.engine.data_parallel import DataParallelSteps
-from serve.engine.scheduler import SchedulerObserver, StepModel, StepPolicy, StepScheduler
+from serve.engine.scheduler import SchedulerObserver, StepPolicy, StepScheduler
+from serve.engine.step_sessions import StepSessions, faster_for_one_row
 from serve.ops.settings import Settings
 
 log = logging.getLogger("serve.engine.step_engine")
@@ -36,18 +36,18 @@ R = TypeVar("R")
 AGREEMENT = 1e-5  # steps vs whole graph on the probe texts: the fp32 promise (one text, one answer)
 
 
-def step_threads(settings: Settings) -> tuple[int, int]:
-    """(shard sessions, ONNX Runtime threads each) of the step loop, from the same plan as the workers.
+def step_threads(settings: Settings) -> int:
+    """ONNX Runtime threads of the step loop's batch session: ``--intra-op-threads``, else every usable CPU.
 
-    By default one single-thread shard per usable CPU (:func:`~runtime.session.thread_plan`):
-    under load a step's rows are split across them (:mod:`serve.engine.data_parallel`), and a
-    step with too few rows to split runs on one more session that has all of their threads.
+    One loop runs every step, so under load the threads work on the full batch of rows
+    (serve/engine/step_sessions.py says how a lone row is read).
     """
-    return thread_plan(settings)
+    return settings.intra_op_threads or usable_cpus()
 
 
-def load_step_runner(model: ModelVersion, settings: Settings) -> StepRunner | None:
-    """The version's step runner with every step thread, or None (logged once) when it cannot have one.
+def load_step_runner(model: ModelVersion, settings: Settings, threads: int | None = None) -> StepRunner | None:
+    """The version's step runner with ``threads`` (default :func:`step_threads`), or None (logged once) when it
+    cannot have one.
 
     int8 stays on the whole-sequence path: dynamic quantization scales activations by the
     whole input tensor, so a row's answer would depend on its batch-mates.
@@ -57,28 +57,15 @@ def load_step_runner(model: ModelVersion, settings: Settings) -> StepRunner | No
         reason = f"--precision {settings.precision}: the step graph is fp32 only"
     runner = None
     if reason is None:
-        shards, threads = step_threads(settings)
-        runner = _open(model, settings, shards * threads)
+        options = session_options(dataclasses.replace(settings, workers=1,
+                                                      intra_op_threads=threads or step_threads(settings)))
+        runner = open_step_runner(model, options, providers_for(settings))
         if runner is None:
             reason = "the version has no step graph (metadata.json has no 'steps' section; re-export it)"
     if reason is not None:
         log.warning("--batching steps falls back to whole-sequence batching",
                     extra={"model": model.name, "version": model.version, "reason": reason})
     return runner
-
-
-def _open(model: ModelVersion, settings: Settings, threads: int) -> StepRunner | None:
-    options = session_options(dataclasses.replace(settings, workers=1, intra_op_threads=threads))
-    return open_step_runner(model, options, providers_for(settings))
-
-
-def data_parallel_steps(model: ModelVersion, settings: Settings, lone: StepRunner) -> DataParallelSteps:
-    """The scheduler's step model: ``lone`` (every thread) plus one session per shard (see :func:`step_threads`)."""
-    shards, threads = step_threads(settings)
-    if shards == 1 or settings.device == "cuda":  # a GPU runs a step's rows in one call
-        return DataParallelSteps([lone])
-    sessions = [_open(model, settings, threads) for _ in range(shards)]
-    return DataParallelSteps([s for s in sessions if s is not None], lone)
 
 
 def check_agreement(steps: StepRunner, whole: ModelRunner, ids: Sequence[Sequence[int]], step_tokens: int) -> None:
@@ -94,12 +81,12 @@ def check_agreement(steps: StepRunner, whole: ModelRunner, ids: Sequence[Sequenc
 class PreparedSteps:
     """A version's step sessions, checked and warmed, and the measured cost of its steps (for the step size).
 
-    ``runner``: one session with every step thread (the agreement check, Explain);
-    ``parallel``: what the scheduler steps (``runner`` for few rows, shards under load).
+    ``runner``: the session with every step thread (the agreement check, Explain alone);
+    ``sessions``: what the scheduler steps (``runner`` for batches, the faster session for one row).
     """
 
     runner: StepRunner
-    parallel: DataParallelSteps
+    sessions: StepSessions
     cost: RunCost = DEFAULT_RUN_COST
 
 
@@ -115,25 +102,30 @@ def prepare_steps(model: ModelVersion, settings: Settings, whole: ModelRunner,
         return None
     ids = encode_texts(tokenizer, list(probe_texts), model.max_tokens, model.head_tokens, model.unk_id)
     check_agreement(runner, whole, ids, settings.step_tokens)
-    parallel = data_parallel_steps(model, settings, runner)
     if not settings.warmup:
-        return PreparedSteps(runner, parallel)
+        return PreparedSteps(runner, StepSessions(runner))
+    sessions = StepSessions(runner)
+    threads = step_threads(settings)
+    if threads > 1 and settings.device == "cpu":  # a lone row may read faster on one thread
+        single = load_step_runner(model, settings, threads=1)
+        sessions = StepSessions(runner, single)
     rows, k = settings.max_active_rows, settings.step_tokens
     for batch in sorted({1, min(8, rows), rows}):  # first runs allocate and pick kernels, in every session
-        parallel.head(parallel.step(np.full((batch, k), model.unk_id, dtype=np.int64),
-                                    np.full(batch, k, dtype=np.int64), parallel.initial_state(batch)),
-                      np.full(batch, k, dtype=np.int64))
-    prepared = PreparedSteps(runner, parallel, measure_step_cost(parallel, model.unk_id, min(rows, 16), k))
-    shards, threads = step_threads(settings)
+        ids_, lengths = np.full((batch, k), model.unk_id, dtype=np.int64), np.full(batch, k, dtype=np.int64)
+        for session in sessions.sessions():
+            session.head(session.step(ids_, lengths, session.initial_state(batch)), lengths)
+    one_row = np.full((1, min(128, model.max_tokens)), model.unk_id, dtype=np.int64)
+    sessions.single = faster_for_one_row(sessions.sessions(), one_row)
+    prepared = PreparedSteps(runner, sessions, measure_step_cost(runner, model.unk_id, min(rows, 16), k))
     log.info("step graph ready", extra={"model": model.name, "version": model.version, "step_tokens": k,
-                                        "max_active_rows": rows, "step_shards": parallel.shards,
-                                        "threads_per_shard": threads, "lone_step_threads": shards * threads,
+                                        "max_active_rows": rows, "step_threads": threads,
+                                        "one_row_step_threads": threads if sessions.single is runner else 1,
                                         "step_cost_us": {f: round(getattr(prepared.cost, f) * 1e6, 2)
                                                          for f in ("per_run", "per_step", "per_row_step")}})
     return prepared
 
 
-def measure_step_cost(runner: StepModel, unk_id: int, rows: int, max_step_tokens: int,
+def measure_step_cost(runner: StepRunner, unk_id: int, rows: int, max_step_tokens: int,
                       repeats: int = 3) -> RunCost:
     """Fit a :class:`~runtime.run_cost.RunCost` to steps of 1 and ``rows`` rows (best of ``repeats``; a few ms)."""
     def best_time(batch: int, length: int) -> float:
@@ -194,14 +186,12 @@ class StepBatching:
         while self._preparing[scheduler]:  # milliseconds: tokenizing the last requests admitted under it
             await asyncio.sleep(0.001)
         await scheduler.close(drain=True)
-        if loaded.steps is not None:
-            loaded.steps.parallel.close()
 
     def _scheduler(self, loaded: Servable) -> StepScheduler[np.ndarray]:
         model, steps, s = loaded.model, loaded.steps, self._settings
         assert steps is not None
         policy = StepPolicy(s.max_active_rows, s.step_tokens, steps.cost)
-        return StepScheduler(steps.parallel, list, policy=policy, max_queue_size=s.max_queue_size,
+        return StepScheduler(steps.sessions, list, policy=policy, max_queue_size=s.max_queue_size,
                              observer=self._observer, name=f"steps_v{model.version}")
 
     async def submit(self, loaded: Servable, texts: list[str],
@@ -247,12 +237,5 @@ class StepBatching:
 
     async def close(self) -> None:
         """Shutdown: every scheduler finishes its admitted requests and refuses queued ones."""
-        schedulers, self._schedulers = dict(self._schedulers), {}
-        await asyncio.gather(*(self._close(loaded, scheduler) for loaded, scheduler in schedulers.items()),
-                             *self._retiring)
-
-    @staticmethod
-    async def _close(loaded: Servable, scheduler: StepScheduler[np.ndarray]) -> None:
-        await scheduler.close()
-        if loaded.steps is not None:
-            loaded.steps.parallel.close()
+        schedulers, self._schedulers = list(self._schedulers.values()), {}
+        await asyncio.gather(*(scheduler.close() for scheduler in schedulers), *self._retiring)
