@@ -1,6 +1,7 @@
 """The behavioural probe sets and their runner."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -81,3 +82,17 @@ def test_runner_refuses_a_folder_that_is_not_a_version(tmp_path):
         run_probes(model=tmp_path / "imdb-lstm", threads=1)
     with pytest.raises(ValueError, match="exactly one"):
         run_probes(threads=1)
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "imdb-lstm"
+
+
+@pytest.mark.skipif(not (SHIPPED / "3").is_dir(), reason="the shipped model repository has no version 3")
+def test_the_shipped_v2_keeps_its_probe_results():
+    """Version 3 (model v2) against the probe sets: the one-sentence target (issue 17) and, for the sets whose
+    targets it misses, floors a few points under what it measured (docs/model-card.md), so a re-export or a
+    change in preprocessing that loses its memory or its ear for the verdict fails here."""
+    report = run_probes(model=SHIPPED / "3", threads=1)["sets"]
+    assert report["one_sentence"]["accuracy"] >= TARGETS["one_sentence"]
+    floors = {"memory_0": 0.88, "memory_100": 0.83, "memory_400": 0.65, "verdict_at_end": 0.74}
+    assert {name: report[name]["accuracy"] >= floor for name, floor in floors.items()} == dict.fromkeys(floors, True)
