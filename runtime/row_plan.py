@@ -20,6 +20,7 @@ step scheduler (serve/engine/scheduler.py), among other requests' rows.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -49,8 +50,10 @@ class RowPlan:
     slot: int
     offset: int = 0
     stops: Mapping[int, tuple[Snapshot | RowPlan, ...]] = field(default_factory=dict)
+    stop_positions: tuple[int, ...] = field(init=False, repr=False)  # the stops' positions, ascending
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "stop_positions", tuple(sorted(self.stops)))
         if len(self.ids) < 1:
             raise ValueError("a row plan reads at least one id")
         for position, actions in self.stops.items():
@@ -61,9 +64,11 @@ class RowPlan:
                     raise ValueError(f"a branch at {position} starts at offset {self.offset + position}, "
                                      f"not {action.offset}")
 
-    @property
-    def stop_positions(self) -> list[int]:
-        return sorted(self.stops)
+
+def next_pause(plan: RowPlan, read: int) -> int:
+    """Tokens of ``plan.ids`` read at its first stop after ``read`` tokens, or at its end."""
+    at = bisect.bisect_right(plan.stop_positions, read)
+    return plan.stop_positions[at] if at < len(plan.stop_positions) else len(plan.ids)
 
 
 def count_rows(roots: Sequence[RowPlan]) -> int:
@@ -90,9 +95,7 @@ class _Active:
     read: int = 0
 
     def next_pause(self) -> int:
-        """Tokens of ``ids`` read at the next stop or the end."""
-        later = [p for p in self.plan.stops if p > self.read]
-        return min(later) if later else len(self.plan.ids)
+        return next_pause(self.plan, self.read)
 
 
 def run_plans(model: StepModel, roots: Sequence[RowPlan], slots: int) -> np.ndarray:

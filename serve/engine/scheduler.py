@@ -42,7 +42,7 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
-from runtime.row_plan import RowPlan, Snapshot
+from runtime.row_plan import RowPlan, Snapshot, next_pause
 from runtime.run_cost import RunCost
 from serve.ops.errors import DeadlineExpired, ModelNotReady, Overloaded
 
@@ -154,10 +154,7 @@ class _Row:
 
     def next_pause(self) -> int:
         """Tokens of the plan's ids read at the row's next stop or its end."""
-        for position in self.plan.stop_positions:
-            if position > self.read:
-                return position
-        return len(self.plan.ids)
+        return next_pause(self.plan, self.read)
 
 
 class StepScheduler(Generic[T]):
