@@ -404,8 +404,10 @@ def describe_columns(used: dict[str, Any]) -> str:
         return ""
     label = f"gold labels from {used['label']!r}" if used.get("label") else "no gold-label column (not evaluated)"
     encoding = f" ({used['encoding']})" if used.get("encoding") not in (None, "utf-8") else ""
+    added = used["added"]
+    known = f", {added[2]!r} (share of its words the model knew whole)" if len(added) > 2 and added[2] else ""
     lines = [f"text from column {used['text']!r}{encoding}, {label}; added columns "
-             f"{used['added'][0]!r} (P(positive)) and {used['added'][1]!r} (predicted label)"]
+             f"{added[0]!r} (P(positive)), {added[1]!r} (predicted label){known}"]
     lines += [f"note: {note}" for note in used.get("notes", [])]
     return "\n".join(lines)
 

@@ -18,11 +18,14 @@ version's step graph; it reads the review about ``sentences / 2 + 1`` times. Whe
 Either way a request is validated by the core exactly as Predict validates a text (same
 errors), bound to the version serving when it is admitted, and limited to
 ``--max-explain-sentences`` read sentences (the cost grows with them). A version exported
-without a step graph answers :class:`~serve.ops.errors.ExplainUnavailable` (FAILED_PRECONDITION).
+without a step graph answers :class:`~serve.ops.errors.ExplainUnavailable` (FAILED_PRECONDITION), and so
+does a server started with ``--precision int8``: the step graph is fp32, and an explanation whose
+probability differed from the same server's prediction would break "one text, one answer".
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass
 
@@ -37,6 +40,8 @@ from serve.engine.core import PROBE_TEXTS, InferenceCore, LoadedModel
 from serve.engine.step_engine import check_agreement
 from serve.ops.errors import ExplainUnavailable, InvalidInput, ModelNotReady, Overloaded
 from serve.ops.settings import Settings
+
+log = logging.getLogger("serve.engine.explain_service")
 
 
 @dataclass(frozen=True)
@@ -67,12 +72,15 @@ class ExplainService:
         self._lock = threading.Lock()
         self._runner: tuple[ModelVersion, StepRunner | None] | None = None  # the last version's, opened lazily
         self._in_steps = 0  # explanations in progress on the step scheduler
+        if settings.precision != "fp32":
+            log.warning("Explain is unavailable on this server",
+                        extra={"reason": precision_message(settings.precision)})
 
     async def explain(self, text: str, per_token: bool = False, deadline: float | None = None) -> Explained:
         """Explain ``text`` with the version serving now; ``deadline`` is a time.monotonic() instant.
 
         Raises the core's errors for bad input (:class:`InvalidInput`), :class:`ModelNotReady`,
-        :class:`ExplainUnavailable` (no step graph), :class:`Overloaded` (queue full) and
+        :class:`ExplainUnavailable` (no step graph, or a server not serving fp32), :class:`Overloaded` (queue full) and
         :class:`DeadlineExpired`.
         """
         if not self._core.ready:
@@ -81,6 +89,8 @@ class ExplainService:
         await self._core.refuse_unreadable(texts, doubtful, "text")  # nothing to read: refused like Predict
         (text,) = texts
         loaded = self._core.loaded
+        if self._settings.precision != "fp32":
+            raise ExplainUnavailable(precision_message(self._settings.precision))
         if loaded.model.metadata.get("steps") is None:
             raise ExplainUnavailable(unavailable_message(loaded.model))
         steps = self._core.step_batching
@@ -162,6 +172,13 @@ class ExplainService:
 def too_many(exc: TooManySentences) -> InvalidInput:
     """The INVALID_ARGUMENT for a review with more read sentences than --max-explain-sentences."""
     return InvalidInput(f"text: {exc} per review (server flag --max-explain-sentences); send a shorter excerpt")
+
+
+def precision_message(precision: str) -> str:
+    """Why a server serving ``precision`` (not fp32) does not explain, and what to do about it."""
+    return (f"this server serves --precision {precision}; Explain reads the fp32 step graph, so its numbers would "
+            f"differ from this server's {precision} predictions (one text, one answer); ask a server started with "
+            "--precision fp32 (the default) for explanations; Predict works here")
 
 
 def unavailable_message(model: ModelVersion) -> str:

@@ -159,8 +159,8 @@ def test_the_columns_used_are_printed(tmp_path: Path, tiny_model: Path, capsys) 
     assert main(["score", str(source), "--output", str(tmp_path / "out.csv"), "--local", str(tiny_model),
                  "--threads", "1", "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert ("text from column 'Text', gold labels from 'Label'; added columns 'probability' (P(positive)) and "
-            "'label' (predicted label)") in printed
+    assert ("text from column 'Text', gold labels from 'Label'; added columns 'probability' (P(positive)), "
+            "'label' (predicted label), 'known_word_fraction' (share of its words the model knew whole)") in printed
     assert "evaluated 2 labelled rows" in printed
 
 

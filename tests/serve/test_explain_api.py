@@ -13,6 +13,7 @@ import pytest
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 from tests.fixtures.server_thread import ServerThread, make_settings
+from tests.fixtures.tiny_repository import build_tiny_repository
 from tests.serve.test_explain import ODD_TEXTS, TURNING
 
 TIMEOUT = 30.0
@@ -192,4 +193,18 @@ def test_with_step_batching_explanations_share_the_prediction_scheduler_and_its_
         assert scheduler is not None and scheduler.serves_steps(running.server.core.loaded)
     finally:
         release.set()
+        running.close()
+
+
+def test_an_int8_server_refuses_explain_rather_than_answer_fp32_numbers(tmp_path: Path) -> None:
+    """The step graph is fp32: on an int8 server an explanation's probability would differ from Predict's."""
+    repository = build_tiny_repository(tmp_path, int8=True, steps=True)
+    running = ServerThread(make_settings(repository, precision="int8"))
+    try:
+        with pytest.raises(grpc.RpcError) as raised:
+            stub(running).Explain(pb.ExplainRequest(text="a wonderful film. a dull ending."), timeout=TIMEOUT)
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "--precision int8" in raised.value.details() and "--precision fp32" in raised.value.details()
+        assert stub(running).Predict(pb.PredictRequest(text="a wonderful film"), timeout=TIMEOUT).prediction.label
+    finally:
         running.close()
