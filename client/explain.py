@@ -93,7 +93,7 @@ def render(explanation: dict[str, Any], console: Any) -> None:
     for name, width in (("#", 2), ("running P(positive): 0 ─ 0.5 ─ 1", BAR_WIDTH), ("P", 5), ("swing", 6),
                         ("effect", 6)):
         table.add_column(name, justify="left" if width == BAR_WIDTH else "right", min_width=width, no_wrap=True)
-    table.add_column("sentence", ratio=1, no_wrap=True, overflow="ellipsis")
+    table.add_column("sentence", ratio=1, overflow="fold")  # wraps in its column: every word stays readable
     for i, s in enumerate(sentences):
         p = s["running_probability"]
         marks = "".join(mark for mark, at in (("◆", turning), ("★", decisive)) if at == i)
