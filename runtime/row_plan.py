@@ -78,7 +78,8 @@ def count_rows(roots: Sequence[RowPlan]) -> int:
 
 
 class StepModel(Protocol):
-    """What the executors need of a model (:class:`~runtime.step_runner.StepRunner` is one)."""
+    """What the executors (:func:`run_plans`, the server's step scheduler) need of a model
+    (:class:`~runtime.step_runner.StepRunner` is one)."""
 
     pad_id: int
 

@@ -42,25 +42,12 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
-from runtime.row_plan import RowPlan, Snapshot, next_pause
+from runtime.row_plan import RowPlan, Snapshot, State, StepModel, next_pause
 from runtime.run_cost import RunCost
 from serve.ops.errors import DeadlineExpired, ModelNotReady, Overloaded
 
 log = logging.getLogger("serve.engine.scheduler")
 T = TypeVar("T")
-State = dict[str, np.ndarray]
-
-
-class StepModel(Protocol):
-    """What the scheduler needs of a model (:class:`runtime.step_runner.StepRunner` is one)."""
-
-    pad_id: int
-
-    def initial_state(self, rows: int) -> State: ...
-
-    def step(self, input_ids: np.ndarray, step_lengths: np.ndarray, state: State) -> State: ...
-
-    def head(self, state: State, lengths: np.ndarray) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ def faster_for_one_row(candidates: Sequence[StepRunner], ids: np.ndarray, repeat
 
 
 class StepSessions:
-    """A :class:`~serve.engine.scheduler.StepModel`: ``batch`` for steps of several rows, ``single`` for one row.
+    """A :class:`~runtime.row_plan.StepModel`: ``batch`` for steps of several rows, ``single`` for one row.
 
     ``step`` and ``head`` have :class:`StepRunner`'s shapes and dtypes.
     """
