@@ -106,13 +106,12 @@ def run_plans(model: StepModel, roots: Sequence[RowPlan], slots: int) -> np.ndar
     reads padding; new branches join the next step. Raises ``ValueError`` when the plans leave a
     slot unfilled or fill one twice.
     """
+    if any(r.offset for r in roots):
+        raise ValueError("a root row starts from the initial state (offset 0)")
     out = np.full(slots, np.nan, dtype=np.float32)
     filled = np.zeros(slots, dtype=bool)
     rows: list[_Active] = [_Active(r) for r in roots]
     state = model.initial_state(len(rows))
-    starts = [r for r in roots if r.offset]
-    if starts:
-        raise ValueError("a root row starts from the initial state (offset 0)")
     heads: list[tuple[State, int, int]] = []  # (one-row state, length, slot)
     while rows:
         k = min(row.next_pause() - row.read for row in rows)

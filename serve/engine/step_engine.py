@@ -104,16 +104,14 @@ def prepare_steps(model: ModelVersion, settings: Settings, whole: ModelRunner,
     check_agreement(runner, whole, ids, settings.step_tokens)
     if not settings.warmup:
         return PreparedSteps(runner, StepSessions(runner))
-    sessions = StepSessions(runner)
     threads = step_threads(settings)
-    if threads > 1 and settings.device == "cpu":  # a lone row may read faster on one thread
-        single = load_step_runner(model, settings, threads=1)
-        sessions = StepSessions(runner, single)
+    one_thread = threads > 1 and settings.device == "cpu"  # a lone row may read faster on one thread
+    sessions = StepSessions(runner, load_step_runner(model, settings, threads=1) if one_thread else None)
     rows, k = settings.max_active_rows, settings.step_tokens
     for batch in sorted({1, min(8, rows), rows}):  # first runs allocate and pick kernels, in every session
-        ids_, lengths = np.full((batch, k), model.unk_id, dtype=np.int64), np.full(batch, k, dtype=np.int64)
+        warm, lengths = np.full((batch, k), model.unk_id, dtype=np.int64), np.full(batch, k, dtype=np.int64)
         for session in sessions.sessions():
-            session.head(session.step(ids_, lengths, session.initial_state(batch)), lengths)
+            session.head(session.step(warm, lengths, session.initial_state(batch)), lengths)
     one_row = np.full((1, min(128, model.max_tokens)), model.unk_id, dtype=np.int64)
     sessions.single = faster_for_one_row(sessions.sessions(), one_row)
     prepared = PreparedSteps(runner, sessions, measure_step_cost(runner, model.unk_id, min(rows, 16), k))
