@@ -50,6 +50,11 @@ def train_parser() -> argparse.ArgumentParser:
                         help="gradual unfreezing: one more layer group every N steps (0: all trainable)")
     parser.add_argument("--adversarial-epsilon", type=float,
                         help="L2 norm of the adversarial embedding perturbation per review (0: off)")
+    parser.add_argument("--compose-fraction", type=float,
+                        help="add composed reviews (memory / verdict-at-the-end augmentation, train/compose.py), "
+                             "as a fraction of the training reviews (0: off); needs --compose-teacher")
+    parser.add_argument("--compose-teacher", help="model-repository version folder that scores the mined sentences, "
+                                                  "e.g. models/imdb-lstm/3")
     return parser
 
 
@@ -163,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         config = preset(args.preset, seed=args.seed, max_epochs=args.max_epochs, threads=args.threads,
                         time_budget_minutes=args.time_budget_minutes, train_limit=args.train_limit,
                         lr_decay_per_layer=args.lr_decay_per_layer, unfreeze_every_steps=args.unfreeze_every_steps,
-                        adversarial_epsilon=args.adversarial_epsilon, test_limit=args.test_limit)
+                        adversarial_epsilon=args.adversarial_epsilon, test_limit=args.test_limit,
+                        compose_fraction=args.compose_fraction, compose_teacher=args.compose_teacher)
         print(f"configuration: {config}")
         metrics = run_training(Path(args.data), args.out, config, _device(args.device), args.resume,
                                args.tokenizer, args.pretrained)

@@ -42,6 +42,10 @@ class TrainConfig:
     unfreeze_every_steps: int = 0  # gradual unfreezing: one more layer group every N steps (0: all trainable)
     adversarial_epsilon: float = 0.0  # L2 norm of the adversarial embedding perturbation per review (0: off)
     adversarial_weight: float = 1.0  # weight of the adversarial loss beside the clean loss
+    # Composed reviews (train.compose): memory / verdict-at-the-end augmentation from mined sentences.
+    compose_fraction: float = 0.0  # composed reviews added, as a fraction of the training reviews (0: off)
+    compose_teacher: str = ""  # the model-repository version folder that scores the mined sentences
+    compose_mine_reviews: int = 8000  # training reviews (stratified subset) split into sentences and scored
 
 
 PRESETS: dict[str, TrainConfig] = {

@@ -78,6 +78,25 @@ def encoder_state(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in payload["model_state"].items() if k.split(".")[0] in ("embedding", "lstm")}
 
 
+def composed_reviews(train_reviews: list[Review], config: TrainConfig) -> list[Review]:
+    """``config.compose_fraction`` x len(train_reviews) composed reviews (train.compose) from the training reviews.
+
+    Raises ValueError without a teacher, or when the teacher is not a model-repository version.
+    """
+    from train.compose import compose_reviews, mine_sentences
+    from train.probes import scorer_for_version
+
+    if not config.compose_teacher:
+        raise ValueError("--compose-fraction needs --compose-teacher, a model-repository version folder "
+                         "(e.g. models/imdb-lstm/3) to score the mined sentences")
+    score, _ = scorer_for_version(Path(config.compose_teacher), "fp32", config.threads or usable_cpus())
+    mined = stratified_subset(train_reviews, config.compose_mine_reviews, config.seed)
+    pool = mine_sentences(mined, score)
+    composed = compose_reviews(train_reviews, pool, round(config.compose_fraction * len(train_reviews)), config.seed)
+    print(f"composed {len(composed)} reviews from {pool.summary()} (teacher {config.compose_teacher})")
+    return composed
+
+
 def run_training(data_path: Path, out: Path, config: TrainConfig, device: torch.device, resume: bool,
                  tokenizer_file: Path | None = None, pretrained: Path | None = None) -> dict[str, Any]:
     """Train into ``out`` (best.pt, last.pt, metrics.json, plots) and return the metrics.
@@ -107,6 +126,8 @@ def run_training(data_path: Path, out: Path, config: TrainConfig, device: torch.
     else:
         tokenizer = train_tokenizer((r.text for r in train_reviews), config.vocab_size)
         tokenizer.save(str(tokenizer_path))
+    if config.compose_fraction > 0:
+        train_reviews = train_reviews + composed_reviews(train_reviews, config)
     train_data = encode_split(tokenizer, train_reviews, config)
     val_data = encode_split(tokenizer, val_reviews, config)
     print(f"train {len(train_reviews)} | validation {len(val_reviews)} | test {len(test_reviews)} reviews; "

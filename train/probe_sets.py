@@ -161,6 +161,13 @@ def neutral_filler(words: int, rng: random.Random) -> str:
     return " ".join(sentences)
 
 
+def filler_only(count: int = 50, words: int = FILLER_WORDS[-1], seed: int = SEED + 1) -> list[str]:
+    """``count`` texts of neutral filler alone (``words`` words each, no opinion): a diagnostic of how a model
+    reads the memory sets' filler (see :func:`train.probes.run_probes`), not a labelled probe set."""
+    rng = random.Random(seed)
+    return [neutral_filler(words, rng) for _ in range(count)]
+
+
 def _memory(words: int, rng: random.Random) -> list[dict]:
     items = []
     for i in range(PER_SET):

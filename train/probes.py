@@ -18,7 +18,8 @@ from train import probe_sets
 TARGETS = {"memory_400": 0.90, "verdict_at_end": 0.90, "negation": 0.85, "one_sentence": 0.80}
 
 
-def _scorer_for_version(path: Path, precision: str, threads: int):
+def scorer_for_version(path: Path, precision: str, threads: int):
+    """(score, source): ``score(texts) -> P(positive) float32 [N]`` with a model-repository version's ONNX graph."""
     from runtime.preprocessing import encode_texts
     from runtime.repository import load_version
     from runtime.scoring import cpu_session, score_onnx
@@ -62,19 +63,24 @@ def run_probes(model: Path | None = None, checkpoint: Path | None = None, precis
                threads: int = 2, directory: Path = probe_sets.PROBE_DIR) -> dict[str, Any]:
     """Accuracy per probe set of a version folder (``model``) or a checkpoint; exactly one is needed.
 
-    Returns ``{"source": {...}, "sets": {name: {"accuracy", "count", "target"?, "pair_accuracy"?}}}``;
-    ``pair_accuracy`` (negation) counts a pair right only when both of its texts are.
+    Returns ``{"source": {...}, "sets": {name: {"accuracy", "positive_accuracy", "negative_accuracy", "count",
+    "target"?, "pair_accuracy"?}}, "filler": {...}}``; ``pair_accuracy`` (negation) counts a pair right
+    only when both of its texts are. ``filler`` is a diagnostic, not a probe: the mean P(positive) of
+    the memory sets' neutral filler alone (:func:`train.probe_sets.filler_only`), which a model that
+    reads it as neutral scores near 0.5; far from it, long fillers pull every memory item that way.
     Raises FileNotFoundError / ValueError for a missing or wrong model, or missing probe files.
     """
     if (model is None) == (checkpoint is None):
         raise ValueError("give exactly one of a model version folder or a checkpoint")
-    score, source = (_scorer_for_version(model, precision, threads) if model is not None
+    score, source = (scorer_for_version(model, precision, threads) if model is not None
                      else _scorer_for_checkpoint(checkpoint, threads))
     report: dict[str, Any] = {"source": source, "sets": {}}
     for name, items in probe_sets.load(directory).items():
         labels = np.array([item["label"] for item in items])
         correct = (score([item["text"] for item in items]) >= 0.5) == labels
-        result: dict[str, Any] = {"accuracy": float(correct.mean()), "count": len(items)}
+        result: dict[str, Any] = {"accuracy": float(correct.mean()),
+                                  "positive_accuracy": float(correct[labels == 1].mean()),
+                                  "negative_accuracy": float(correct[labels == 0].mean()), "count": len(items)}
         if "pair" in items[0]:
             pairs: dict[int, bool] = {}
             for item, ok in zip(items, correct, strict=True):
@@ -83,14 +89,26 @@ def run_probes(model: Path | None = None, checkpoint: Path | None = None, precis
         if name in TARGETS:
             result["target"] = TARGETS[name]
         report["sets"][name] = result
+    fillers = probe_sets.filler_only()
+    filler_scores = score(fillers)
+    report["filler"] = {"words": probe_sets.FILLER_WORDS[-1], "count": len(fillers),
+                        "mean_probability": float(filler_scores.mean()),
+                        "share_positive": float((filler_scores >= 0.5).mean())}
     return report
 
 
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text table of :func:`run_probes`' result."""
-    lines = [f"probes of {next(iter(report['source'].values()))}", f"{'set':<16}{'n':>5}{'accuracy':>10}  target"]
+    lines = [f"probes of {next(iter(report['source'].values()))}",
+             f"{'set':<16}{'n':>5}{'accuracy':>10}{'positive':>10}{'negative':>10}  target"]
     for name, result in report["sets"].items():
         target = f">= {result['target']:.2f}" if "target" in result else ""
         extra = f" (pairs both right: {result['pair_accuracy']:.3f})" if "pair_accuracy" in result else ""
-        lines.append(f"{name:<16}{result['count']:>5}{result['accuracy']:>10.3f}  {target}{extra}")
+        lines.append(f"{name:<16}{result['count']:>5}{result['accuracy']:>10.3f}{result['positive_accuracy']:>10.3f}"
+                     f"{result['negative_accuracy']:>10.3f}  {target}{extra}")
+    if "filler" in report:
+        filler = report["filler"]
+        lines.append(f"neutral filler alone ({filler['count']} x {filler['words']} words, no opinion): "
+                     f"mean P(positive) {filler['mean_probability']:.3f}, "
+                     f"{filler['share_positive']:.0%} scored positive (neutral: 0.5)")
     return "\n".join(lines)

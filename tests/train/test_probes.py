@@ -62,18 +62,22 @@ def test_runner_accuracy_is_the_share_of_right_answers(tmp_path, monkeypatch):
     def fake(right_on):
         def scorer(path, precision, threads):
             def score(texts):
+                if texts == probe_sets.filler_only():  # the filler diagnostic: no labels, scored 0.25
+                    return np.full(len(texts), 0.25, dtype=np.float32)
                 truth = np.array([labels[t] for t in texts])
                 return np.where(np.isin(truth, right_on), truth, 1 - truth).astype(np.float32)
             return score, {"model": str(path)}
         return scorer
 
-    monkeypatch.setattr(probes, "_scorer_for_version", fake([0, 1]))
+    monkeypatch.setattr(probes, "scorer_for_version", fake([0, 1]))
     report = run_probes(model=tmp_path, threads=1)
     assert all(r["accuracy"] == 1.0 for r in report["sets"].values())
     assert report["sets"]["negation"]["pair_accuracy"] == 1.0
-    monkeypatch.setattr(probes, "_scorer_for_version", fake([1]))
+    assert report["filler"] == {"words": 400, "count": 50, "mean_probability": 0.25, "share_positive": 0.0}
+    monkeypatch.setattr(probes, "scorer_for_version", fake([1]))
     report = run_probes(model=tmp_path, threads=1)
     assert all(r["accuracy"] == 0.5 for r in report["sets"].values())  # every set is balanced
+    assert all((r["positive_accuracy"], r["negative_accuracy"]) == (1.0, 0.0) for r in report["sets"].values())
     assert report["sets"]["negation"]["pair_accuracy"] == 0.0  # no pair has both texts right
 
 
