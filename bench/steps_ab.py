@@ -2,7 +2,7 @@
 with a plain per-request server (bench/plain_server.py) and in-process padded batches as references.
 
     python bench/steps_ab.py [--rounds 2] [--seconds 5] [--rows 1x1 8x1 32x1 1x8 8x8]
-                             [--modes whole steps plain] [--server-args --step-tokens 32 ...]
+                             [--modes whole steps plain steps-one-loop] [--server-args --step-tokens 32 ...]
 
 Each round starts a fresh server per mode (the order alternates between rounds, so drift in
 the machine's load hits every mode alike), drives the load rows (``CxN``: concurrency C, N texts
@@ -41,7 +41,11 @@ from bench.serve_bench import (  # noqa: E402
 )
 from bench.serve_probe import scrape, step_figures  # noqa: E402
 
-MODES = ("whole", "steps", "plain")
+MODES = ("whole", "steps", "plain", "steps-one-loop")
+# python -m serve flags of each server mode (plain is bench/plain_server.py). steps-one-loop is the
+# step path's design before 2026-12-08: one step loop whose session has every thread.
+SERVER_FLAGS = {"whole": ["--batching", "whole"], "steps": ["--batching", "steps"],
+                "steps-one-loop": ["--batching", "steps", "--workers", "1"]}
 
 
 def start_plain(args: argparse.Namespace) -> tuple[subprocess.Popen, int, None, float]:
@@ -59,7 +63,7 @@ def one_server(args: argparse.Namespace, mode: str, texts: list[str]) -> dict[st
     if mode == "plain":
         proc, port, metrics_port, cold = start_plain(args)
     else:
-        server_args = argparse.Namespace(**{**vars(args), "server_args": ["--batching", mode, *args.server_args]})
+        server_args = argparse.Namespace(**{**vars(args), "server_args": [*SERVER_FLAGS[mode], *args.server_args]})
         proc, port, metrics_port, cold = start_server(server_args)
     rows: dict[str, dict[str, Any]] = {}
     try:
@@ -110,8 +114,8 @@ def table(best: dict[str, dict[str, dict[str, Any]]], rows: list[str], padded: d
 
     lines = ["| load (concurrency x texts/request) | whole texts/s | steps texts/s | plain texts/s | steps / whole | "
              "steps / plain | in-process padded texts/s | steps / padded | whole p99 ms | steps p99 ms | "
-             "steps rows/step | steps K | steps padding |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "steps rows/step | steps K | steps padding | steps, one loop texts/s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         w, s = best["whole"][row], best["steps"][row]
         side = {"rows_per_step": float("nan"), "step_tokens_mean": float("nan"), "padding_share": float("nan"),
@@ -121,7 +125,7 @@ def table(best: dict[str, dict[str, dict[str, Any]]], rows: list[str], padded: d
                      f"{rate('steps', row) / rate('whole', row):.2f} | {rate('steps', row) / rate('plain', row):.2f} | "
                      f"{reference:.0f} | {rate('steps', row) / reference:.2f} | {w['p99_ms']:.1f} | "
                      f"{s['p99_ms']:.1f} | {side['rows_per_step']:.1f} | {side['step_tokens_mean']:.0f} | "
-                     f"{side['padding_share']:.3f} |")
+                     f"{side['padding_share']:.3f} | {rate('steps-one-loop', row):.0f} |")
     return "\n".join(lines)
 
 

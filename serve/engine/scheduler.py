@@ -36,7 +36,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -144,6 +144,35 @@ class _Row:
         return next_pause(self.plan, self.read)
 
 
+class PendingAnswer:
+    """A queued request's answer (:meth:`StepScheduler.enqueue`): ``await`` it for P(positive) float32 [n].
+
+    Cancelling the awaiting task, or :meth:`withdraw`, frees the request's queued texts at once
+    and its rows at the next step boundary.
+    """
+
+    def __init__(self, scheduler: StepScheduler, request: _Request) -> None:
+        self._scheduler = scheduler
+        self._request = request
+
+    @property
+    def future(self) -> asyncio.Future[np.ndarray]:
+        """The answer's future (on the event loop that queued it); await the PendingAnswer to withdraw on cancel."""
+        return self._request.future
+
+    def withdraw(self) -> None:
+        """Give up on the answer (idempotent; nothing happens to a request already answered)."""
+        self._scheduler._withdraw(self._request)
+        self._request.future.cancel()  # an answer or error that arrives later is dropped, never logged
+
+    def __await__(self) -> Generator[object, None, np.ndarray]:
+        try:
+            return (yield from self._request.future.__await__())
+        except asyncio.CancelledError:
+            self.withdraw()
+            raise
+
+
 class StepScheduler(Generic[T]):
     """Scores items (texts) by step-level batching on ``model``; ``await submit(items)`` -> P(positive) [n].
 
@@ -209,19 +238,18 @@ class StepScheduler(Generic[T]):
             return np.empty(0, dtype=np.float32)
         return await self.enqueue(items, deadline)
 
-    def enqueue(self, items: Sequence[T], deadline: float | None = None) -> Coroutine[None, None, np.ndarray]:
+    def enqueue(self, items: Sequence[T], deadline: float | None = None) -> PendingAnswer:
         """:meth:`submit` in two halves: queues ``items`` (1 or more) now, raising as :meth:`submit` does;
-        the coroutine returned waits for the answers."""
+        awaiting the :class:`PendingAnswer` returned gives the answers."""
         loop = asyncio.get_running_loop()
         request = _Request(items, deadline, loop.create_future(), self._clock(), len(items),
                            collections.deque(range(len(items))))
         self._add(request, loop)
-        return self._answer_of(request)
+        return PendingAnswer(self, request)
 
-    def enqueue_plans(self, roots: Sequence[RowPlan], slots: int,
-                      deadline: float | None = None) -> Coroutine[None, None, np.ndarray]:
-        """Queue row plans (:mod:`runtime.row_plan`) now, to run among the other requests' rows; the
-        coroutine returned waits for their answers, float32 [slots]. Each root counts as one text
+    def enqueue_plans(self, roots: Sequence[RowPlan], slots: int, deadline: float | None = None) -> PendingAnswer:
+        """Queue row plans (:mod:`runtime.row_plan`) now, to run among the other requests' rows; awaiting
+        the :class:`PendingAnswer` returned gives their answers, float32 [slots]. Each root counts as one text
         against the queue bound; its branches do not (they are admitted work). Errors and
         cancellation as :meth:`submit`.
         """
@@ -229,7 +257,7 @@ class StepScheduler(Generic[T]):
         request: _Request[T] = _Request((), deadline, loop.create_future(), self._clock(), slots,
                                         collections.deque((plan, None) for plan in roots))
         self._add(request, loop)
-        return self._answer_of(request)
+        return PendingAnswer(self, request)
 
     async def submit_plans(self, roots: Sequence[RowPlan], slots: int, deadline: float | None = None) -> np.ndarray:
         """:meth:`enqueue_plans` and wait for the answers."""
@@ -247,13 +275,6 @@ class StepScheduler(Generic[T]):
             self._queued_units += len(request.waiting)
             self._report_depth()
             self._wake.notify()
-
-    async def _answer_of(self, request: _Request[T]) -> np.ndarray:
-        try:
-            return await request.future
-        except asyncio.CancelledError:
-            self._withdraw(request)
-            raise
 
     async def close(self, drain: bool = False) -> None:
         """Refuse new work, then stop the thread once the remaining work is done.

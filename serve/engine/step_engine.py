@@ -1,10 +1,23 @@
-"""``--batching steps``: the inference core's step-level path, one :class:`StepScheduler` per served version.
+"""``--batching steps``: the inference core's step-level path, :class:`StepScheduler` s per served version.
 
 :func:`load_step_runner` opens a version's step graph for serving (or says in one log line
 why the version stays on the whole-sequence path); :class:`StepBatching` routes each request
-to the scheduler of the model version it was admitted under. When a new version starts
-serving, the previous version's scheduler finishes what it holds (drain) and stops, so a
+to the step loops of the model version it was admitted under. When a new version starts
+serving, the previous version's loops finish what they hold (drain) and stop, so a
 hot reload never mixes versions inside one answer, as on the whole-sequence path.
+
+**Step loops.** A version is served by :func:`step_plan` ``[0]`` independent step loops (one
+:class:`StepScheduler` each, with its own thread and active set), each running its steps on
+``step_plan[1]`` ONNX Runtime threads: by default one loop per usable CPU, one thread each, as
+the whole path runs one single-thread worker per CPU (``--workers`` and ``--intra-op-threads``
+mean the same on both paths). The loops share the version's sessions (ONNX Runtime's ``Run`` is
+thread-safe; on one intra-op thread a run computes on its caller's thread). A single text goes
+to the least loaded loop; a request of several texts is shared out among the loops (its parts
+run side by side; it is answered when every part is). Explain's row plans stay on one loop,
+since their branches start from their own rows' state. Measured on this project's 2-core
+machine (docs/serving.md, bench/steps_ab.py's ``steps`` against ``steps-one-loop``, five
+alternating rounds): two single-thread loops scored 1.12x one loop on two threads at 32
+single-text clients, 1.15x at 8 clients x 8 texts, and tied for a lone text.
 """
 
 from __future__ import annotations
@@ -25,9 +38,9 @@ from runtime.preprocessing import Vocabulary, encode_for_model, encode_texts, pa
 from runtime.repository import ModelVersion, RepositoryError
 from runtime.row_plan import RowPlan
 from runtime.run_cost import DEFAULT_RUN_COST, RunCost, fit_run_cost
-from runtime.session import ModelRunner, providers_for, session_options, usable_cpus
+from runtime.session import ModelRunner, providers_for, session_options, thread_plan
 from runtime.step_runner import StepRunner, open_step_runner
-from serve.engine.scheduler import SchedulerObserver, StepPolicy, StepScheduler
+from serve.engine.scheduler import PendingAnswer, SchedulerObserver, StepPolicy, StepRecord, StepScheduler
 from serve.engine.step_sessions import StepSessions, faster_for_one_row
 from serve.ops.settings import Settings
 
@@ -36,13 +49,19 @@ R = TypeVar("R")
 AGREEMENT = 1e-5  # steps vs whole graph on the probe texts: the fp32 promise (one text, one answer)
 
 
-def step_threads(settings: Settings) -> int:
-    """ONNX Runtime threads of the step loop's batch session: ``--intra-op-threads``, else every usable CPU.
-
-    One loop runs every step, so under load the threads work on the full batch of rows
-    (serve/engine/step_sessions.py says how a lone row is read).
+def step_plan(settings: Settings) -> tuple[int, int]:
+    """(step loops, ONNX Runtime threads per loop's batch session): :func:`~runtime.session.thread_plan` on CPU
+    (default: one single-thread loop per usable CPU); one loop on CUDA, which runs a batch in one
+    kernel stream.
     """
-    return settings.intra_op_threads or usable_cpus()
+    if settings.device != "cpu":
+        return 1, settings.intra_op_threads or 1
+    return thread_plan(settings)
+
+
+def step_threads(settings: Settings) -> int:
+    """ONNX Runtime threads of each step loop's batch session (:func:`step_plan`'s second half)."""
+    return step_plan(settings)[1]
 
 
 def load_step_runner(model: ModelVersion, settings: Settings, threads: int | None = None) -> StepRunner | None:
@@ -116,7 +135,8 @@ def prepare_steps(model: ModelVersion, settings: Settings, whole: ModelRunner,
     sessions.single = faster_for_one_row(sessions.sessions(), one_row)
     prepared = PreparedSteps(runner, sessions, measure_step_cost(runner, model.unk_id, min(rows, 16), k))
     log.info("step graph ready", extra={"model": model.name, "version": model.version, "step_tokens": k,
-                                        "max_active_rows": rows, "step_threads": threads,
+                                        "max_active_rows": rows, "step_loops": step_plan(settings)[0],
+                                        "step_threads": threads,
                                         "one_row_step_threads": threads if sessions.single is runner else 1,
                                         "step_cost_us": {f: round(getattr(prepared.cost, f) * 1e6, 2)
                                                          for f in ("per_run", "per_step", "per_row_step")}})
@@ -155,17 +175,40 @@ class Servable(Protocol):
     def vocabulary(self) -> Vocabulary: ...
 
 
-class StepBatching:
-    """Routes requests to the step scheduler of the model version they were admitted under.
+class _QueueDepths:
+    """One loop's observer: steps go straight through; queue depth is reported summed over every loop."""
 
-    Texts are tokenized before they join the queue, off the event loop and off the scheduler
-    thread (which only runs steps), once: the same pass gives the known-word fractions.
+    def __init__(self, observer: SchedulerObserver, depths: dict[int, int], index: int) -> None:
+        self._observer, self._depths, self._index = observer, depths, index
+
+    def queue_depth(self, units: int) -> None:
+        self._depths[self._index] = units  # one writer per key (its loop); the sum may lag by one update
+        self._observer.queue_depth(sum(self._depths.values()))
+
+    def step_done(self, record: StepRecord) -> None:
+        self._observer.step_done(record)
+
+
+def share_out(count: int, loops: int) -> list[list[int]]:
+    """Indices ``0..count-1`` dealt into at most ``loops`` non-empty parts of near-equal size, in order."""
+    parts = min(count, loops)
+    size, extra = divmod(count, parts)
+    bounds = np.cumsum([0] + [size + (i < extra) for i in range(parts)])
+    return [list(range(bounds[i], bounds[i + 1])) for i in range(parts)]
+
+
+class StepBatching:
+    """Routes requests to the step loops (schedulers) of the model version they were admitted under.
+
+    Texts are tokenized before they join a queue, off the event loop and off the scheduler
+    threads (which only run steps), once: the same pass gives the known-word fractions.
     """
 
     def __init__(self, settings: Settings, observer: SchedulerObserver) -> None:
         self._settings = settings
         self._observer = observer
-        self._schedulers: dict[Servable, StepScheduler[np.ndarray]] = {}
+        self._depths: dict[int, int] = {}
+        self._schedulers: dict[Servable, list[StepScheduler[np.ndarray]]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         # Requests admitted under a version, still preparing their rows (tokenizing) before they queue:
         # a version's scheduler retires only once none is left, so a hot reload refuses none of them.
@@ -178,28 +221,40 @@ class StepBatching:
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
         if loaded not in self._schedulers and loaded.steps is not None:
-            self._schedulers[loaded] = self._scheduler(loaded)
+            self._schedulers[loaded] = [self._scheduler(loaded, i) for i in range(step_plan(self._settings)[0])]
 
-    async def _retire(self, loaded: Servable, scheduler: StepScheduler[np.ndarray]) -> None:
-        while self._preparing[scheduler]:  # milliseconds: tokenizing the last requests admitted under it
+    async def _retire(self, loaded: Servable, schedulers: list[StepScheduler[np.ndarray]]) -> None:
+        while any(self._preparing[s] for s in schedulers):  # milliseconds: tokenizing the last requests admitted
             await asyncio.sleep(0.001)
-        await scheduler.close(drain=True)
+        await asyncio.gather(*(scheduler.close(drain=True) for scheduler in schedulers))
 
-    def _scheduler(self, loaded: Servable) -> StepScheduler[np.ndarray]:
+    def _scheduler(self, loaded: Servable, index: int) -> StepScheduler[np.ndarray]:
         model, steps, s = loaded.model, loaded.steps, self._settings
         assert steps is not None
         policy = StepPolicy(s.max_active_rows, s.step_tokens, steps.cost)
-        return StepScheduler(steps.sessions, list, policy=policy, max_queue_size=s.max_queue_size,
-                             observer=self._observer, name=f"steps_v{model.version}")
+        key = len(self._depths)  # a new key per loop ever made: a retired loop's last depth stays (0) harmlessly
+        self._depths[key] = 0
+        loops = step_plan(s)[0]  # --max-queue-size bounds the server's queue: each loop holds its share
+        return StepScheduler(steps.sessions, list, policy=policy, max_queue_size=-(-s.max_queue_size // loops),
+                             observer=_QueueDepths(self._observer, self._depths, key),
+                             name=f"steps_v{model.version}_{index}")
+
+    def _least_loaded(self, loaded: Servable) -> list[StepScheduler[np.ndarray]]:
+        """``loaded``'s loops, the one with the fewest rows (active and queued) first."""
+        return sorted(self._schedulers[loaded], key=lambda s: s.active_rows + s.queued_units)
 
     async def submit(self, loaded: Servable, texts: list[str],
                      deadline: float | None) -> tuple[np.ndarray, list[float]]:
         """P(positive) float32 [len(texts)] from ``loaded``'s scheduler (see :meth:`StepScheduler.submit`),
         and each text's known-word fraction."""
-        scheduler = self._schedulers[loaded]
-        scheduler.check_room(len(texts))  # refuse before tokenizing what the queue cannot take
+        loops = self._least_loaded(loaded)
+        parts = share_out(len(texts), len(loops))
+        loops = loops[:len(parts)]
+        for scheduler, part in zip(loops, parts, strict=True):
+            scheduler.check_room(len(part))  # refuse before tokenizing what the queues cannot take
         model = loaded.model
-        self._preparing[scheduler] += 1
+        for scheduler in loops:
+            self._preparing[scheduler] += 1
         try:
             inputs = await asyncio.get_running_loop().run_in_executor(
                 None, encode_for_model, loaded.tokenizer, loaded.vocabulary, texts, model.max_tokens,
@@ -210,17 +265,20 @@ class StepBatching:
                     raise RuntimeError(f"text {i} of the request has nothing to read but was admitted")
                 ids.append(np.asarray(x.ids, dtype=np.int64))
                 known.append(x.known_word_fraction)
-            answer = scheduler.enqueue(ids, deadline)
+            answers = enqueue_parts(loops, parts, ids, deadline)
         finally:
-            self._preparing[scheduler] -= 1
-        return await answer, known
+            for scheduler in loops:
+                self._preparing[scheduler] -= 1
+        if len(answers) == 1:
+            return await answers[0], known
+        return await gather_parts(answers, len(texts), parts), known
 
     async def submit_plans(self, loaded: Servable, prepare: Callable[[], tuple[Sequence[RowPlan], int, R]],
                            deadline: float | None) -> tuple[np.ndarray, R]:
         """Run the row plans that ``prepare()`` (called in a worker thread) returns, with ``slots`` answers, on
         ``loaded``'s scheduler among the predictions' rows; returns the answers and what ``prepare`` returned
         third (Explain's job). Raises what ``prepare`` raises, and as :meth:`StepScheduler.submit_plans`."""
-        scheduler = self._schedulers[loaded]
+        scheduler = self._least_loaded(loaded)[0]
         self._preparing[scheduler] += 1
         try:
             roots, slots, job = await asyncio.get_running_loop().run_in_executor(None, prepare)
@@ -230,10 +288,46 @@ class StepBatching:
         return await answer, job
 
     def serves_steps(self, loaded: Servable) -> bool:
-        """Whether ``loaded`` is served by a step scheduler here."""
+        """Whether ``loaded`` is served by step loops here."""
         return loaded in self._schedulers
 
     async def close(self) -> None:
-        """Shutdown: every scheduler finishes its admitted requests and refuses queued ones."""
-        schedulers, self._schedulers = list(self._schedulers.values()), {}
+        """Shutdown: every loop finishes its admitted requests and refuses queued ones."""
+        schedulers = [scheduler for loops in self._schedulers.values() for scheduler in loops]
+        self._schedulers = {}
         await asyncio.gather(*(scheduler.close() for scheduler in schedulers), *self._retiring)
+
+
+def enqueue_parts(loops: Sequence[StepScheduler[np.ndarray]], parts: Sequence[Sequence[int]],
+                  ids: Sequence[np.ndarray], deadline: float | None) -> list[PendingAnswer]:
+    """Queue part ``i`` of ``ids`` on loop ``i`` now. If a loop refuses its part (its queue filled up while the
+    texts were tokenized), the parts already queued are withdrawn and the refusal is raised."""
+    answers: list[PendingAnswer] = []
+    try:
+        for scheduler, part in zip(loops, parts, strict=True):
+            answers.append(scheduler.enqueue([ids[i] for i in part], deadline))
+    except BaseException:
+        for answer in answers:
+            answer.withdraw()
+        raise
+    return answers
+
+
+async def gather_parts(answers: Sequence[PendingAnswer], count: int, parts: Sequence[Sequence[int]]) -> np.ndarray:
+    """Await every part's answer; P(positive) float32 [count] in the request's order. The first part to fail
+    (or the caller's cancellation) withdraws the others: their texts leave the queues and active sets."""
+    futures = [answer.future for answer in answers]
+    try:
+        await asyncio.wait(futures, return_when=asyncio.FIRST_EXCEPTION)
+        for future in futures:  # a failed part fails the request now, whatever the others are doing
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        results = [future.result() for future in futures]
+    except BaseException:
+        for answer in answers:
+            answer.withdraw()
+        raise
+    out = np.empty(count, dtype=np.float32)
+    for part, result in zip(parts, results, strict=True):
+        out[part] = result
+    return out

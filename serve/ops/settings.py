@@ -49,7 +49,8 @@ class Settings:
     device: str = _opt("cpu", "execution device", ("cpu", "cuda"))
     allow_cpu_fallback: bool = _opt(False, "with --device cuda, run on CPU (with a warning) if CUDA is missing")
     precision: str = _opt("fp32", "which graph of the version to serve", ("fp32", "int8"))
-    workers: int = _opt(0, "model runs in parallel, each on its own thread (0: usable CPUs / intra-op threads)")
+    workers: int = _opt(0, "model runs in parallel, each on its own thread (0: usable CPUs / intra-op threads); "
+                           "with --batching steps, the number of step loops")
     intra_op_threads: int = _opt(0, "ONNX Runtime threads inside one model run (0: usable CPUs / workers; "
                                     "both 0: one single-threaded run per usable CPU)")
     inter_op_threads: int = _opt(1, "ONNX Runtime threads across operators (the LSTM graph is sequential)")
