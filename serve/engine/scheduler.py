@@ -209,6 +209,11 @@ class StepScheduler(Generic[T]):
         return self._queued_units
 
     @property
+    def room(self) -> int:
+        """Texts the queue can take now (``max_queue_size`` minus :attr:`queued_units`)."""
+        return max(0, self._max_queue_size - self._queued_units)
+
+    @property
     def active_rows(self) -> int:
         """Rows in the active set now (read from the scheduler thread's last step)."""
         return len(self._rows)

@@ -11,12 +11,12 @@ hot reload never mixes versions inside one answer, as on the whole-sequence path
 ``step_plan[1]`` ONNX Runtime threads: by default one loop per usable CPU, one thread each, as
 the whole path runs one single-thread worker per CPU (``--workers`` and ``--intra-op-threads``
 mean the same on both paths). The loops share the version's sessions (ONNX Runtime's ``Run`` is
-thread-safe; on one intra-op thread a run computes on its caller's thread). A single text goes
-to the least loaded loop; a request of several texts is shared out among the loops (its parts
-run side by side; it is answered when every part is). Explain's row plans stay on one loop,
-since their branches start from their own rows' state. Measured on this project's 2-core
-machine (docs/serving.md, bench/steps_ab.py's ``steps`` against ``steps-one-loop``, five
-alternating rounds): two single-thread loops scored 1.12x one loop on two threads at 32
+thread-safe; on one intra-op thread a run computes on its caller's thread). Each text goes to
+the least loaded loop with queue room (:func:`allot`), so a request of several texts is shared
+out among the loops (its parts run side by side; it is answered when every part is).
+Explain's row plans stay on one loop, since their branches start from their own rows' state.
+Measured on this project's 2-core machine (docs/serving.md, bench/steps_ab.py's ``steps``
+against ``steps-one-loop``, five alternating rounds): two single-thread loops scored 1.12x one loop on two threads at 32
 single-text clients, 1.15x at 8 clients x 8 texts, and tied for a lone text.
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import heapq
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from runtime.session import ModelRunner, providers_for, session_options, thread_
 from runtime.step_runner import StepRunner, open_step_runner
 from serve.engine.scheduler import PendingAnswer, SchedulerObserver, StepPolicy, StepRecord, StepScheduler
 from serve.engine.step_sessions import StepSessions, faster_for_one_row
+from serve.ops.errors import Overloaded
 from serve.ops.settings import Settings
 
 log = logging.getLogger("serve.engine.step_engine")
@@ -189,12 +191,29 @@ class _QueueDepths:
         self._observer.step_done(record)
 
 
-def share_out(count: int, loops: int) -> list[list[int]]:
-    """Indices ``0..count-1`` dealt into at most ``loops`` non-empty parts of near-equal size, in order."""
-    parts = min(count, loops)
-    size, extra = divmod(count, parts)
-    bounds = np.cumsum([0] + [size + (i < extra) for i in range(parts)])
-    return [list(range(bounds[i], bounds[i + 1])) for i in range(parts)]
+def allot(count: int, loads: Sequence[int], rooms: Sequence[int]) -> list[int]:
+    """How many of ``count`` texts each loop takes: one at a time to the loop with the least load (its rows,
+    active and queued, plus what it was given), among those with room left; ties to the earlier loop.
+
+    Raises :class:`~serve.ops.errors.Overloaded` when the loops' rooms add up to less than ``count``.
+    """
+    if count > sum(rooms):
+        raise Overloaded(f"queue full ({count} texts asked, room for {sum(rooms)}); retry with backoff")
+    given = [0] * len(loads)
+    heap = [(load, i) for i, (load, room) in enumerate(zip(loads, rooms, strict=True)) if room > 0]
+    heapq.heapify(heap)
+    for _ in range(count):
+        load, i = heapq.heappop(heap)
+        given[i] += 1
+        if given[i] < rooms[i]:
+            heapq.heappush(heap, (load + 1, i))
+    return given
+
+
+def share_out(sizes: Sequence[int]) -> list[list[int]]:
+    """Consecutive index ranges of the given ``sizes`` (the request's texts 0..sum-1, in order)."""
+    bounds = np.cumsum([0, *sizes])
+    return [list(range(bounds[i], bounds[i + 1])) for i in range(len(sizes))]
 
 
 class StepBatching:
@@ -239,6 +258,18 @@ class StepBatching:
                              observer=_QueueDepths(self._observer, self._depths, key),
                              name=f"steps_v{model.version}_{index}")
 
+    def _place(self, loops: Sequence[StepScheduler[np.ndarray]], count: int) -> list[int]:
+        """How many of ``count`` texts each of ``loops`` takes now (:func:`allot`). Raises the server-wide
+        :class:`~serve.ops.errors.Overloaded` (each loop holds a share of --max-queue-size), or
+        ModelNotReady once the loops are closed."""
+        try:
+            return allot(count, [s.active_rows + s.queued_units for s in loops], [s.room for s in loops])
+        except Overloaded:
+            loops[0].check_room(0)  # a closed loop says so (ModelNotReady) rather than "full"
+            waiting = sum(s.queued_units for s in loops)
+            raise Overloaded(f"queue full ({waiting} of {self._settings.max_queue_size} texts waiting, {count} "
+                             "more asked); retry with backoff") from None
+
     def _least_loaded(self, loaded: Servable) -> list[StepScheduler[np.ndarray]]:
         """``loaded``'s loops, the one with the fewest rows (active and queued) first."""
         return sorted(self._schedulers[loaded], key=lambda s: s.active_rows + s.queued_units)
@@ -247,13 +278,10 @@ class StepBatching:
                      deadline: float | None) -> tuple[np.ndarray, list[float]]:
         """P(positive) float32 [len(texts)] from ``loaded``'s scheduler (see :meth:`StepScheduler.submit`),
         and each text's known-word fraction."""
-        loops = self._least_loaded(loaded)
-        parts = share_out(len(texts), len(loops))
-        loops = loops[:len(parts)]
-        for scheduler, part in zip(loops, parts, strict=True):
-            scheduler.check_room(len(part))  # refuse before tokenizing what the queues cannot take
+        every = self._schedulers[loaded]
+        self._place(every, len(texts))  # refuse before tokenizing what the queues cannot take
         model = loaded.model
-        for scheduler in loops:
+        for scheduler in every:
             self._preparing[scheduler] += 1
         try:
             inputs = await asyncio.get_running_loop().run_in_executor(
@@ -265,9 +293,14 @@ class StepBatching:
                     raise RuntimeError(f"text {i} of the request has nothing to read but was admitted")
                 ids.append(np.asarray(x.ids, dtype=np.int64))
                 known.append(x.known_word_fraction)
+            # Placed again now: other requests may have queued meanwhile. From here to the enqueues nothing
+            # else runs on the event loop and the loops only take texts off their queues, so the places hold.
+            given = self._place(every, len(texts))
+            loops = [scheduler for scheduler, n in zip(every, given, strict=True) if n]
+            parts = share_out([n for n in given if n])
             answers = enqueue_parts(loops, parts, ids, deadline)
         finally:
-            for scheduler in loops:
+            for scheduler in every:
                 self._preparing[scheduler] -= 1
         if len(answers) == 1:
             return await answers[0], known

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from protos.sentiment.v1 import sentiment_pb2 as pb
 from protos.sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from serve.engine.step_engine import enqueue_parts, gather_parts, share_out, step_plan
+from serve.engine.step_engine import allot, enqueue_parts, gather_parts, share_out, step_plan
 from serve.ops.errors import Overloaded
 from serve.ops.settings import Settings
 from tests.fixtures.tiny_repository import build_tiny_repository
@@ -25,12 +25,27 @@ from tests.serve.test_scheduler import WAIT, SumModel, expected, make, run
 TIMEOUT = 20.0
 
 
-@given(st.integers(1, 200), st.integers(1, 8))
-def test_share_out_deals_every_index_once_in_order_and_evenly(count: int, loops: int) -> None:
-    parts = share_out(count, loops)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(0, 12)), min_size=1, max_size=6), st.integers(1, 60))
+def test_allot_fills_the_least_loaded_loops_within_their_room(loops: list[tuple[int, int]], count: int) -> None:
+    loads, rooms = [load for load, _ in loops], [room for _, room in loops]
+    if count > sum(rooms):
+        with pytest.raises(Overloaded, match="queue full"):
+            allot(count, loads, rooms)
+        return
+    given = allot(count, loads, rooms)
+    assert sum(given) == count and all(0 <= g <= room for g, room in zip(given, rooms, strict=True))
+    after = [load + g for load, g in zip(loads, given, strict=True)]
+    for i, g in enumerate(given):  # a loop got a text only if no loop with room left was less loaded
+        if g:
+            assert all(after[i] - 1 <= after[j] for j in range(len(loads)) if given[j] < rooms[j])
+    parts = share_out([g for g in given if g])
     assert [i for part in parts for i in part] == list(range(count))
-    assert len(parts) == min(count, loops) and all(parts)
-    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_allot_shares_a_request_out_and_skips_full_loops() -> None:
+    assert allot(8, [0, 0], [100, 100]) == [4, 4]
+    assert allot(2, [5, 0], [100, 100]) == [0, 2]
+    assert allot(3, [0, 0], [0, 8]) == [0, 3]  # the first loop's queue is full: the other takes all
 
 
 def test_step_plan_follows_the_thread_plan_on_cpu_and_is_one_loop_on_cuda() -> None:
@@ -83,7 +98,7 @@ def test_parts_come_back_in_the_requests_order_and_a_failing_part_withdraws_the_
         model = SumModel(fail_on=99)
         loops = [make(model, max_active_rows=2, max_step_tokens=3) for _ in range(3)]
         texts = [np.array(t) for t in ([1, 2, 3], [4], [5, 6], [7, 8, 9, 10], [11])]
-        parts = share_out(len(texts), len(loops))
+        parts = share_out([2, 2, 1])
         answer = await gather_parts(enqueue_parts(loops, parts, texts, None), len(texts), parts)
         np.testing.assert_allclose(answer, [expected(t.tolist()) for t in texts], rtol=1e-6)
 
@@ -131,7 +146,7 @@ def loops_repository(tmp_path_factory: pytest.TempPathFactory):
 def test_a_server_with_three_loops_gives_every_text_its_whole_sequence_answer(loops_repository) -> None:
     reference = alone_scorer(loops_repository)
     running = ServerThread(make_settings(loops_repository, batching="steps", workers=3, step_tokens=3,
-                                         max_active_rows=2))
+                                         max_active_rows=2, max_queue_size=9, max_texts_per_request=9))
     try:
         api = pb_grpc.SentimentServiceStub(running.channel)
         texts = [REVIEWS[i % len(REVIEWS)] + " more" * i for i in range(7)]
@@ -150,5 +165,9 @@ def test_a_server_with_three_loops_gives_every_text_its_whole_sequence_answer(lo
         with pytest.raises(grpc.RpcError) as refused:
             api.PredictBatch(pb.PredictBatchRequest(texts=["fine film", ""]), timeout=TIMEOUT)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # --max-queue-size is the server's bound: 9 texts fit in three loops' queues of 3 each.
+        nine = (texts * 2)[:9]
+        reply = api.PredictBatch(pb.PredictBatchRequest(texts=nine), timeout=TIMEOUT)
+        np.testing.assert_allclose([p.probability for p in reply.predictions], reference(nine), atol=1e-5)
     finally:
         running.close()
