@@ -23,7 +23,13 @@ This module writes such reviews from sentences of the *training* reviews themsel
    - ``verdict``: one or two polar sentences of the opposite label, 0-120 words of neutral
      sentences, then one or two polar sentences of label y (label y): the conclusion counts;
    - ``tail``: a whole training review of label y followed by 20-300 words of neutral
-     sentences (label y): real text, then filler.
+     sentences (label y): real text, then filler;
+   - ``negated``: one or two *negated* sentences of label y ("I was not disappointed", "it
+     never gets boring"), then 0-60 words of neutral sentences (label y). A sentence with a
+     negation cue (:data:`NEGATION`) is judged by the lexicon and its review's label only,
+     never by the teacher: VADER's rules flip a negated opinion word, and the networks this
+     project trains read every "not X" as negative (``python -m train probes``: 0% of the
+     positive negation items right), so a teacher would keep exactly the wrong ones out.
 
 The validation reviews are never mined (the caller passes the training split only), so
 validation still measures the model on unseen, unmodified reviews. Method: behavioural
@@ -35,8 +41,9 @@ ordinary data augmentation with a teacher's sentence scores as weak labels.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from tqdm import tqdm
@@ -44,19 +51,23 @@ from tqdm import tqdm
 from runtime.sentences import split_sentences
 from train.data import Review
 
-KINDS = ("memory", "verdict", "tail")
+KINDS = ("memory", "verdict", "tail", "negated")
+NEGATION = re.compile(r"\b(?:not|no|never|nothing|none|nobody|neither|nor|without|hardly)\b|n't\b", re.IGNORECASE)
 COMPOSED_SPLIT = "composed"
 
 
 @dataclass(frozen=True)
 class SentencePool:
-    """Mined sentences: ``polar[1]`` positive, ``polar[0]`` negative, ``neutral`` neither (plain text each)."""
+    """Mined sentences: ``polar[1]`` positive, ``polar[0]`` negative, ``neutral`` neither, ``negated[label]``
+    polar sentences with a negation cue (plain text each)."""
 
     polar: dict[int, list[str]]
     neutral: list[str]
+    negated: dict[int, list[str]] = field(default_factory=lambda: {0: [], 1: []})
 
     def summary(self) -> str:
-        return f"{len(self.polar[1])} positive, {len(self.polar[0])} negative, {len(self.neutral)} neutral sentences"
+        return (f"{len(self.polar[1])} positive, {len(self.polar[0])} negative, {len(self.neutral)} neutral, "
+                f"{len(self.negated[1])} + {len(self.negated[0])} negated positive + negative sentences")
 
 
 def review_sentences(text: str, min_words: int = 4, max_words: int = 40) -> list[str]:
@@ -96,7 +107,10 @@ def mine_sentences(reviews: Sequence[Review], score: Callable[[list[str]], np.nd
     pool = SentencePool({0: [], 1: []}, [])
     for text, label, p in zip(texts, labels, probabilities, strict=True):
         confident = p >= polar if label == 1 else p <= 1 - polar
-        if abs(p - 0.5) <= neutral:
+        if NEGATION.search(text):  # the lexicon and the review's label decide; never the teacher
+            if (1 if label == 1 else -1) * lexicon(text) >= 0.3:
+                pool.negated[label].append(text)
+        elif abs(p - 0.5) <= neutral:
             if lexicon(text) == 0.0:
                 pool.neutral.append(text)
         elif confident and (1 if label == 1 else -1) * lexicon(text) >= 0.3:
@@ -133,20 +147,27 @@ def compose_review(kind: str, label: int, pool: SentencePool, rng: random.Random
         if not same:
             raise ValueError(f"composing a 'tail' review of label {label} needs training reviews with that label")
         parts = [rng.choice(same).text] + _neutral_words(pool, rng.randint(20, 300), rng)
+    elif kind == "negated":
+        if not pool.negated[label]:
+            raise ValueError(f"composing a 'negated' review of label {label} needs mined negated sentences")
+        chosen = rng.sample(pool.negated[label], min(len(pool.negated[label]), rng.randint(1, 2)))
+        parts = chosen + _neutral_words(pool, rng.randint(0, 60), rng)
     else:
         raise ValueError(f"unknown composition {kind!r}; choose one of {KINDS}")
     return " ".join(parts)
 
 
 def compose_reviews(reviews: Sequence[Review], pool: SentencePool, count: int, seed: int) -> list[Review]:
-    """``count`` composed reviews, the kinds in turn and labels balanced, reproducible from ``seed``.
+    """``count`` composed reviews, the kinds in turn and labels balanced, reproducible from ``seed`` (``negated``
+    only when the pool has negated sentences of both labels).
 
     Returned as :class:`~train.data.Review` of split ``"composed"`` (rating 0, ids 0..count-1).
     """
     rng = random.Random(seed)
     labelled = [r for r in reviews if r.label in (0, 1)]
+    kinds = [k for k in KINDS if k != "negated" or (pool.negated[0] and pool.negated[1])]
     composed = []
     for i in range(count):
-        kind, label = KINDS[i % len(KINDS)], (i // len(KINDS)) % 2
+        kind, label = kinds[i % len(kinds)], (i // len(kinds)) % 2
         composed.append(Review(i, 0, label, compose_review(kind, label, pool, rng, labelled), COMPOSED_SPLIT))
     return composed

@@ -16,8 +16,12 @@ SCORN = ["A boring, stupid waste of time.", "The acting is awful and the plot is
          "I hated every minute of it."]
 PLOT = ["The story is set in a small town in Ohio.", "Anna drives to the station on a Monday morning.",
         "Her brother keeps a box of letters in the attic.", "The film runs for about two hours."]
-# The teacher of these tests: confident on the opinion sentences, unsure on the plot ones.
-TEACHER = {**{s: 0.99 for s in PRAISE}, **{s: 0.01 for s in SCORN}, **{s: 0.5 for s in PLOT}}
+NEGATED = {1: ["I was not disappointed at all.", "It was not bad at all."],
+           0: ["The acting is not good at all.", "Nothing about it impressed me."]}
+# The teacher of these tests: confident on the opinion sentences, unsure on the plot ones, and (like the
+# networks trained here) calling every negated sentence negative.
+TEACHER = {**{s: 0.99 for s in PRAISE}, **{s: 0.01 for s in SCORN}, **{s: 0.5 for s in PLOT},
+           **{s: 0.01 for s in NEGATED[1] + NEGATED[0]}}
 
 
 def teacher(texts: list[str]) -> np.ndarray:
@@ -81,6 +85,18 @@ def test_composed_reviews_are_built_and_labelled_as_described():
             assert review.text.startswith(reviews()[1 - label].text)
     assert [r.text for r in compose_reviews(reviews(), pool, 60, seed=7)] == [r.text for r in composed]
     assert [r.text for r in compose_reviews(reviews(), pool, 60, seed=8)] != [r.text for r in composed]
+
+
+def test_negated_sentences_are_judged_by_lexicon_and_label_not_by_the_teacher():
+    negated = [Review(3, 8, 1, " ".join(NEGATED[1] + NEGATED[0][:1]), "train"),
+               Review(4, 3, 0, " ".join(NEGATED[0]), "train")]
+    pool = mine_sentences(reviews() + negated, teacher)
+    assert pool.negated == {1: NEGATED[1], 0: NEGATED[0]}  # the negative one in a positive review is left out
+    assert not set(NEGATED[1] + NEGATED[0]) & set(pool.polar[0] + pool.polar[1] + pool.neutral)
+    composed = compose_reviews(reviews(), pool, 40, seed=3)
+    for review in composed[3::4]:  # the fourth kind in turn
+        assert review.text.startswith(tuple(NEGATED[review.label]))
+        assert not any(s in review.text for s in NEGATED[1 - review.label])
 
 
 def test_unknown_composition_is_refused():
