@@ -331,7 +331,14 @@ class SentimentClient:
     def score_stream(self, batches: dict[str, list[str]], window: int = 8,
                      timeout_s: float | None = None,
                      sleep: Callable[[float], None] = time.sleep) -> dict[str, list[Prediction]]:
-        """All of ``batches`` over PredictStream, re-sending what a retryable failure left unanswered."""
+        """All of ``batches`` over PredictStream, re-sending what a retryable failure left unanswered.
+
+        RESOURCE_EXHAUSTED (the server's queue is full) also halves the window for the next
+        attempts, down to one request in flight: re-sending as many requests as the queue just
+        refused would be refused again whenever the window holds more texts than the queue
+        (multiplicative decrease, as TCP's congestion control; the window is not raised again
+        within the call).
+        """
         results: dict[str, list[Prediction]] = {}
         for attempt in range(self.retry.attempts):
             pending = [(key, texts) for key, texts in batches.items() if key not in results]
@@ -345,6 +352,8 @@ class SentimentClient:
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE or attempt == self.retry.attempts - 1:
                     raise
+                if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    window = max(1, window // 2)
                 sleep(self.retry.delay(attempt))
         return results
 

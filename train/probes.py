@@ -99,10 +99,12 @@ def run_probes(model: Path | None = None, checkpoint: Path | None = None, precis
 
 def format_report(report: dict[str, Any]) -> str:
     """A plain-text table of :func:`run_probes`' result."""
-    lines = [f"probes of {next(iter(report['source'].values()))}",
+    lines = [f"probes of {next(iter(report['source'].values()))} (positive / negative: accuracy on the items whose "
+             "label is positive / negative; targets: issue 17, docs/model-card.md)",
              f"{'set':<16}{'n':>5}{'accuracy':>10}{'positive':>10}{'negative':>10}  target"]
     for name, result in report["sets"].items():
-        target = f">= {result['target']:.2f}" if "target" in result else ""
+        target = (f">= {result['target']:.2f} ({'met' if result['accuracy'] >= result['target'] else 'missed'})"
+                  if "target" in result else "")
         extra = f" (pairs both right: {result['pair_accuracy']:.3f})" if "pair_accuracy" in result else ""
         lines.append(f"{name:<16}{result['count']:>5}{result['accuracy']:>10.3f}{result['positive_accuracy']:>10.3f}"
                      f"{result['negative_accuracy']:>10.3f}  {target}{extra}")

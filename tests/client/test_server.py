@@ -16,6 +16,8 @@ from client.backends import ServerBackend
 from client.scoring import ScoreOptions, score_file
 from tests.client.conftest import make_reviews, start_server
 from tests.client.helpers import probability, read_rows, write_rows
+from tests.fixtures.tiny_repository import build_tiny_repository
+from tests.serve.conftest import alone_scorer
 
 
 def test_predict_batch_stream_and_health(server, reference) -> None:
@@ -79,6 +81,28 @@ def test_unavailable_is_retried_until_the_model_is_loaded(tiny_model: Path, refe
             assert main(["--server", starting.address, "health"]) == 0
     finally:
         starting.close()
+
+
+def test_scoring_fits_its_window_to_a_small_server_queue(tmp_path: Path) -> None:
+    """Field report: requests of 8 texts, several in flight, against a queue of 8 texts were refused on every
+    retry."""
+    # One step loop reading one row a token at a time: slow enough that the queue fills.
+    repository = build_tiny_repository(tmp_path / "repo", steps=True)
+    reference = alone_scorer(repository)
+    small = start_server(repository, max_queue_size=8, max_texts_per_request=8, batching="steps",
+                         workers=1, max_active_rows=1, step_tokens=1)
+    texts = make_reviews(100, seed=4)
+    source = write_rows(tmp_path / "in.txt", [{"text": t} for t in texts])
+    backend = ServerBackend(small.address, batch_size=8, concurrency=4)
+    backend.client.retry = RetryPolicy(attempts=10, initial_backoff_s=0.01, max_backoff_s=0.05)
+    try:
+        summary = score_file(source, tmp_path / "out.csv", backend, ScoreOptions(chunk_rows=50, progress=False))
+    finally:
+        backend.close()
+        small.close()
+    assert summary["bad_rows"] == 0
+    assert [probability(r["probability"]) for r in read_rows(tmp_path / "out.csv")] == pytest.approx(
+        reference(texts), abs=1e-6)
 
 
 def test_text_the_server_refuses_is_a_bad_row(tmp_path: Path, tiny_model: Path, reference) -> None:
