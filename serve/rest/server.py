@@ -159,7 +159,9 @@ class RestApi:
             headers = {k: v for k, v in exc.headers.items() if k not in (hdrs.CONTENT_TYPE, hdrs.CONTENT_LENGTH)}
             return error_response(exc.status, self._reason(request, exc), headers)
         except ServingError as exc:
-            return error_response(http_status_for(exc), str(exc))
+            status = http_status_for(exc)
+            # 429 (queue full) and 503 (not ready): a well-behaved HTTP client waits before retrying (RFC 9110 10.2.3).
+            return error_response(status, str(exc), {"Retry-After": "1"} if status in (429, 503) else None)
         except Exception as exc:
             log.error("unexpected error", exc_info=exc, extra={"method": request.method, "path": request.path})
             return error_response(500, f"internal error ({type(exc).__name__}); see the server log")

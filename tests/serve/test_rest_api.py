@@ -329,6 +329,7 @@ def test_before_the_model_is_loaded(unloaded: ServerThread) -> None:
     for path, body in ((INFER, infer_body(["fine"])), ("/v1/predict", {"text": "fine"})):
         reply = call(unloaded, "POST", path, body)
         assert reply.status == 503 and "not loaded" in reply.error
+        assert reply.headers["retry-after"] == "1"  # RFC 9110: come back later (429 gets it too)
     unloaded.load()
     assert call(unloaded, "GET", "/v2/health/ready").status == 200
 
