@@ -134,8 +134,8 @@ class Batcher(Generic[T, R]):
             if self._closed:
                 raise ModelNotReady("the server is shutting down")
             if self._queued_units + units > self._max_queue_size:
-                raise Overloaded(f"queue full ({self._queued_units} of {self._max_queue_size} texts waiting); "
-                                 "retry with backoff")
+                raise Overloaded(f"queue full ({self._queued_units} of {self._max_queue_size} texts waiting, {units} "
+                                 "more asked); retry with backoff")
             if not self._workers:  # started lazily, to hand results back to the caller's loop
                 self._start_workers(loop)
             self._queue.extend(pendings)

@@ -228,8 +228,8 @@ class StepScheduler(Generic[T]):
         if self._closed:
             raise ModelNotReady("the server is shutting down")
         if self._queued_units + items > self._max_queue_size:
-            raise Overloaded(f"queue full ({self._queued_units} of {self._max_queue_size} texts waiting); "
-                             "retry with backoff")
+            raise Overloaded(f"queue full ({self._queued_units} of {self._max_queue_size} texts waiting, {items} more "
+                             "asked); retry with backoff")
 
     async def submit(self, items: Sequence[T], deadline: float | None = None) -> np.ndarray:
         """Score ``items``; returns P(positive) float32 [len(items)] in their order.
