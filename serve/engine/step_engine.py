@@ -50,8 +50,8 @@ from serve.ops.settings import Settings
 log = logging.getLogger("serve.engine.step_engine")
 R = TypeVar("R")
 AGREEMENT = 1e-5  # steps vs whole graph on the probe texts: the fp32 promise (one text, one answer)
-# Requests with at most this many characters in all are tokenized on the event loop (a few tenths of a
-# millisecond), larger ones in a worker thread. The hand-off to a thread and back cost more than tokenizing
+# Requests with at most this many characters in all are tokenized on the event loop, larger ones in a
+# worker thread. The hand-off to a thread and back cost more than tokenizing
 # a review: at 32 single-text clients, tokenizing on the loop scored 481-519 texts/s against 334-461 (three
 # alternating pairs of `python bench/thread_cpu.py --server-args --batching steps`), and tied at one client.
 INLINE_TOKENIZE_CHARS = 4000
@@ -234,7 +234,9 @@ class StepBatching:
     def __init__(self, settings: Settings, observer: SchedulerObserver) -> None:
         self._settings = settings
         self._observer = observer
-        self._depths: dict[int, int] = {}
+        self._depths: dict[int, int] = {}  # queued texts of each serving loop, by the key given at creation
+        self._depth_keys: dict[StepScheduler[np.ndarray], int] = {}
+        self._next_key = 0
         self._schedulers: dict[Servable, list[StepScheduler[np.ndarray]]] = {}
         self._retiring: set[asyncio.Task[None]] = set()
         # Requests admitted under a version, still preparing their rows (tokenizing) before they queue:
@@ -254,17 +256,21 @@ class StepBatching:
         while any(self._preparing[s] for s in schedulers):  # milliseconds: tokenizing the last requests admitted
             await asyncio.sleep(0.001)
         await asyncio.gather(*(scheduler.close(drain=True) for scheduler in schedulers))
+        for scheduler in schedulers:  # drained: nothing of theirs is queued any more
+            self._depths.pop(self._depth_keys.pop(scheduler), None)
 
     def _scheduler(self, loaded: Servable, index: int) -> StepScheduler[np.ndarray]:
         model, steps, s = loaded.model, loaded.steps, self._settings
         assert steps is not None
         policy = StepPolicy(s.max_active_rows, s.step_tokens, steps.cost)
-        key = len(self._depths)  # a new key per loop ever made: a retired loop's last depth stays (0) harmlessly
+        key, self._next_key = self._next_key, self._next_key + 1
         self._depths[key] = 0
         loops = step_plan(s)[0]  # --max-queue-size bounds the server's queue: each loop holds its share
-        return StepScheduler(steps.sessions, list, policy=policy, max_queue_size=-(-s.max_queue_size // loops),
-                             observer=_QueueDepths(self._observer, self._depths, key),
-                             name=f"steps_v{model.version}_{index}")
+        scheduler = StepScheduler(steps.sessions, list, policy=policy, max_queue_size=-(-s.max_queue_size // loops),
+                                  observer=_QueueDepths(self._observer, self._depths, key),
+                                  name=f"steps_v{model.version}_{index}")
+        self._depth_keys[scheduler] = key
+        return scheduler
 
     def _place(self, loops: Sequence[StepScheduler[np.ndarray]], count: int) -> list[int]:
         """How many of ``count`` texts each of ``loops`` takes now (:func:`allot`). Raises the server-wide
@@ -278,9 +284,9 @@ class StepBatching:
             raise Overloaded(f"queue full ({waiting} of {self._settings.max_queue_size} texts waiting, {count} "
                              "more asked); retry with backoff") from None
 
-    def _least_loaded(self, loaded: Servable) -> list[StepScheduler[np.ndarray]]:
-        """``loaded``'s loops, the one with the fewest rows (active and queued) first."""
-        return sorted(self._schedulers[loaded], key=lambda s: s.active_rows + s.queued_units)
+    def _least_loaded(self, loaded: Servable) -> StepScheduler[np.ndarray]:
+        """Of ``loaded``'s loops, one with queue room and the fewest rows (active and queued)."""
+        return min(self._schedulers[loaded], key=lambda s: (s.room == 0, s.active_rows + s.queued_units))
 
     async def submit(self, loaded: Servable, texts: list[str],
                      deadline: float | None) -> tuple[np.ndarray, list[float]]:
@@ -320,7 +326,7 @@ class StepBatching:
         """Run the row plans that ``prepare()`` (called in a worker thread) returns, with ``slots`` answers, on
         ``loaded``'s scheduler among the predictions' rows; returns the answers and what ``prepare`` returned
         third (Explain's job). Raises what ``prepare`` raises, and as :meth:`StepScheduler.submit_plans`."""
-        scheduler = self._least_loaded(loaded)[0]
+        scheduler = self._least_loaded(loaded)
         self._preparing[scheduler] += 1
         try:
             roots, slots, job = await asyncio.get_running_loop().run_in_executor(None, prepare)
